@@ -1,0 +1,108 @@
+"""Validation of identifiers and scheduling options, with upstream's error messages."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from oris.domain.errors import InvalidArgument
+
+ID_MAX_LENGTH = 128
+_ID_CHARSET = re.compile(r"^[A-Za-z0-9\-_.:]+$")
+MIN_PRIORITY = 0
+MAX_PRIORITY = 100
+MIN_LEASE_TTL_SECONDS = 1
+MAX_LEASE_TTL_SECONDS = 3600
+
+
+def require_id(field: str, value: str | None) -> str:
+    """A required identifier: non-blank, at most 128 characters of ``[A-Za-z0-9-_.:]``."""
+    if value is None or not value.strip():
+        raise InvalidArgument(f"{field} must not be empty")
+    return check_id(field, value)
+
+
+def check_id(field: str, value: str) -> str:
+    """Bound an identifier's length and character set (400 otherwise)."""
+    if len(value) > ID_MAX_LENGTH:
+        raise InvalidArgument(f"{field} must be {ID_MAX_LENGTH} characters or fewer")
+    if not _ID_CHARSET.match(value):
+        raise InvalidArgument(f"{field} contains unsupported characters")
+    return value
+
+
+def optional_id(field: str, value: str | None) -> str | None:
+    """An optional identifier: trimmed, blank means absent, otherwise validated."""
+    if value is None:
+        return None
+    trimmed = value.strip()
+    if not trimmed:
+        return None
+    return check_id(field, trimmed)
+
+
+def check_priority(value: int | None) -> int:
+    """Priority 0..100, default 0."""
+    if value is None:
+        return 0
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidArgument("priority must be between 0 and 100")
+    return value
+
+
+def check_lease_ttl(value: int | None, default_seconds: float) -> float:
+    """A requested lease TTL in seconds, bounded to 1..3600."""
+    if value is None:
+        return default_seconds
+    if not MIN_LEASE_TTL_SECONDS <= value <= MAX_LEASE_TTL_SECONDS:
+        raise InvalidArgument(
+            f"lease_ttl_seconds must be between {MIN_LEASE_TTL_SECONDS} "
+            f"and {MAX_LEASE_TTL_SECONDS}"
+        )
+    return float(value)
+
+
+def clamp_limit(value: int | None, *, default: int, maximum: int) -> int:
+    """A list limit: default when absent, 400 below 1, clamped to ``maximum``."""
+    if value is None:
+        return default
+    if value < 1:
+        raise InvalidArgument("limit must be >= 1")
+    return min(value, maximum)
+
+
+def check_offset(value: int | None) -> int:
+    """A list offset: 0 when absent, 400 when negative."""
+    if value is None:
+        return 0
+    if value < 0:
+        raise InvalidArgument("offset must be >= 0")
+    return value
+
+
+class TimeoutStatus(StrEnum):
+    """Where an attempt goes when its execution timeout elapses."""
+
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutPolicy:
+    """A validated execution timeout, counted from the start of the current lease."""
+
+    timeout_ms: int
+    on_timeout_status: TimeoutStatus
+
+    @classmethod
+    def parse(cls, timeout_ms: int, on_timeout_status: str) -> TimeoutPolicy:
+        """Validate with upstream's messages."""
+        if timeout_ms <= 0:
+            raise InvalidArgument("timeout_policy.timeout_ms must be > 0")
+        status = on_timeout_status.strip().lower()
+        if status not in {s.value for s in TimeoutStatus}:
+            raise InvalidArgument(
+                "timeout_policy.on_timeout_status must be one of: failed|cancelled"
+            )
+        return cls(timeout_ms=timeout_ms, on_timeout_status=TimeoutStatus(status))

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables and queries. The only package that speaks SQL."""

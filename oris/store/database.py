@@ -1,0 +1,157 @@
+"""Engines, transactions and driver-error translation for both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from oris.config import Backend, ServerSettings
+from oris.domain.errors import Unavailable
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+_WRITE = "oris_write"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the runtime's data lives, with the URL already chosen for the async driver."""
+
+    backend: Backend
+    url: str
+    schema: str | None
+    display: str
+
+    @classmethod
+    def from_settings(cls, settings: ServerSettings) -> Target:
+        """Resolve the configured backend into an async driver URL."""
+        if settings.backend is Backend.SQLITE:
+            path = settings.sqlite_db.strip() or "oris_runtime.db"
+            return cls(Backend.SQLITE, f"sqlite+aiosqlite:///{path}", None, f"sqlite:{path}")
+        dsn = settings.effective_postgres_dsn or ""
+        url = make_url(re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+asyncpg://", dsn))
+        display = url.render_as_string(hide_password=True)
+        return cls(Backend.POSTGRES, url.render_as_string(hide_password=False), settings.postgres_schema, display)
+
+
+def create_engine(
+    target: Target, *, application_name: str = "oris", pool_size: int = 10
+) -> AsyncEngine:
+    """Build an async engine; PostgreSQL sessions use the runtime schema as their search path."""
+    if target.backend is Backend.POSTGRES:
+        return create_async_engine(
+            target.url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=False,
+            pool_recycle=1800,
+            connect_args={
+                "server_settings": {
+                    "search_path": target.schema or "public",
+                    "application_name": application_name,
+                },
+                "timeout": 10,
+            },
+        )
+    engine = create_async_engine(target.url, pool_size=pool_size, max_overflow=0)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so a write can start with BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Any) -> None:
+        # Writers take the lock up front: a deferred transaction that later writes can fail
+        # with SQLITE_BUSY instead of waiting.
+        write = connection.get_execution_options().get(_WRITE, True)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def is_connectivity_error(error: BaseException) -> bool:
+    """Whether a driver error means the database cannot be reached (as opposed to bad SQL)."""
+    if isinstance(error, InterfaceError | OperationalError) and not _is_sqlite_busy(error):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, OSError | ConnectionError | asyncio.TimeoutError)
+
+
+def _is_sqlite_busy(error: BaseException) -> bool:
+    return "database is locked" in str(error)
+
+
+class Database:
+    """The runtime's connection pool; every store call runs inside ``read()`` or ``write()``."""
+
+    def __init__(self, target: Target, engine: AsyncEngine) -> None:
+        self.target = target
+        self.engine = engine
+        self.backend = target.backend
+        # One in-process writer at a time on SQLite: the file has a single write lock anyway,
+        # and waiting on an asyncio lock is cheaper than spinning on SQLITE_BUSY.
+        self._sqlite_write_lock = asyncio.Lock() if target.backend is Backend.SQLITE else None
+
+    @property
+    def is_postgres(self) -> bool:
+        """Whether this database is PostgreSQL."""
+        return self.backend is Backend.POSTGRES
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A read-write transaction, committed when the block exits without an error."""
+        if self._sqlite_write_lock is None:
+            async with self._transaction(write=True) as conn:
+                yield conn
+            return
+        async with self._sqlite_write_lock, self._transaction(write=True) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction."""
+        async with self._transaction(write=False) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as raw:
+                conn = await raw.execution_options(**{_WRITE: write})
+                async with conn.begin():
+                    yield conn
+        except (DBAPIError, OSError, ConnectionError, asyncio.TimeoutError) as error:
+            if is_connectivity_error(error):
+                raise Unavailable(
+                    f"database unavailable ({self.target.backend.value}): "
+                    f"{type(error).__name__}"
+                ) from error
+            raise
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def open_database(settings: ServerSettings, *, application_name: str = "oris-api") -> Database:
+    """Create the database handle for the configured backend (no connection is made yet)."""
+    target = Target.from_settings(settings)
+    engine = create_engine(
+        target, application_name=application_name, pool_size=settings.postgres_pool_size
+    )
+    return Database(target, engine)
