@@ -51,6 +51,7 @@ class ServerSettings(BaseSettings):
     api_auth_bearer_token: SecretStr | None = None
     api_auth_api_key: SecretStr | None = None
     api_auth_api_key_id: str | None = None
+    api_auth_api_key_role: str = "operator"
     auth_disabled: bool = False
 
     lease_ttl_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
@@ -73,6 +74,14 @@ class ServerSettings(BaseSettings):
                 "ORIS_POSTGRES_SCHEMA must match [A-Za-z_][A-Za-z0-9_]* (at most 63 characters)"
             )
         return value
+
+    @field_validator("api_auth_api_key_role")
+    @classmethod
+    def _key_role(cls, value: str) -> str:
+        role = value.strip().lower()
+        if role not in {"admin", "operator", "viewer", "worker"}:
+            raise ValueError("must be one of: admin, operator, viewer, worker")
+        return role
 
     @model_validator(mode="after")
     def _backend_choice(self) -> ServerSettings:

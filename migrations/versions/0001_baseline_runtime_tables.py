@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 18:21:43.359171
+Create Date: 2026-11-26 18:31:11.030449
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ def upgrade() -> None:
         sa.Column("run_id", sa.String(length=128), nullable=False),
         sa.Column("run_no", sa.Integer(), server_default=sa.text("1"), nullable=False),
         sa.Column("attempt_no", sa.Integer(), nullable=False),
+        sa.Column("retry_base_no", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("kind", sa.String(length=32), nullable=False),
         sa.Column("workflow", sa.String(length=128), nullable=False),
@@ -280,6 +281,8 @@ def upgrade() -> None:
         sa.Column("lease_expires_at_ms", sa.BigInteger(), nullable=False),
         sa.Column("ended_at_ms", sa.BigInteger(), nullable=True),
         sa.Column("version", sa.BigInteger(), nullable=False),
+        sa.Column("ack_hash", sa.String(length=64), nullable=True),
+        sa.Column("ack_response_json", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("lease_id"),
     )
     with op.batch_alter_table("runtime_leases", schema=None) as batch_op:

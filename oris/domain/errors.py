@@ -88,3 +88,21 @@ class Unavailable(OrisError):
 
 class SchemaVersionError(Exception):
     """The database schema does not match what this code supports."""
+
+
+class PayloadTooLarge(OrisError):
+    """The request body exceeds the configured limit (413)."""
+
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+
+
+class UnsupportedMediaType(OrisError):
+    """The request body is not JSON (415)."""
+
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+
+
+class MethodNotAllowed(OrisError):
+    """The path exists but not with this method (405)."""
+
+    code = ErrorCode.METHOD_NOT_ALLOWED

@@ -87,7 +87,7 @@ class RetryPolicy:
             raw = min(raw, float(self.max_backoff_ms))
         # Without a cap, keep the delay representable: one year is a sane ceiling.
         raw = min(raw, 365 * 24 * 3600 * 1000.0)
-        return max(int(round(raw)), 1)
+        return max(round(raw), 1)
 
     def to_json(self) -> dict[str, Any]:
         """The policy as stored and returned."""

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from oris.domain.errors import InvalidArgument
 
 _TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-_FORMAT_MESSAGE = (
-    "traceparent must use format 00-<32 hex trace_id>-<16 hex span_id>-<2 hex flags>"
-)
+_FORMAT_MESSAGE = "traceparent must use format 00-<32 hex trace_id>-<16 hex span_id>-<2 hex flags>"
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,8 +57,7 @@ def check_lease_ttl(value: int | None, default_seconds: float) -> float:
         return default_seconds
     if not MIN_LEASE_TTL_SECONDS <= value <= MAX_LEASE_TTL_SECONDS:
         raise InvalidArgument(
-            f"lease_ttl_seconds must be between {MIN_LEASE_TTL_SECONDS} "
-            f"and {MAX_LEASE_TTL_SECONDS}"
+            f"lease_ttl_seconds must be between {MIN_LEASE_TTL_SECONDS} and {MAX_LEASE_TTL_SECONDS}"
         )
     return float(value)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from oris.config import Backend, ServerSettings
@@ -39,7 +39,12 @@ class Target:
         dsn = settings.effective_postgres_dsn or ""
         url = make_url(re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+asyncpg://", dsn))
         display = url.render_as_string(hide_password=True)
-        return cls(Backend.POSTGRES, url.render_as_string(hide_password=False), settings.postgres_schema, display)
+        return cls(
+            Backend.POSTGRES,
+            url.render_as_string(hide_password=False),
+            settings.postgres_schema,
+            display,
+        )
 
 
 def create_engine(
@@ -83,17 +88,28 @@ def create_engine(
     return engine
 
 
+_SQLITE_UNREACHABLE = ("unable to open database", "disk i/o error", "readonly database")
+
+
 def is_connectivity_error(error: BaseException) -> bool:
     """Whether a driver error means the database cannot be reached (as opposed to bad SQL)."""
-    if isinstance(error, InterfaceError | OperationalError) and not _is_sqlite_busy(error):
+    if isinstance(error, OSError | ConnectionError | asyncio.TimeoutError):
         return True
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
         return True
-    return isinstance(error, OSError | ConnectionError | asyncio.TimeoutError)
-
-
-def _is_sqlite_busy(error: BaseException) -> bool:
-    return "database is locked" in str(error)
+    original = error.orig
+    message = str(original).lower()
+    if any(marker in message for marker in _SQLITE_UNREACHABLE):
+        return True
+    sqlstate = getattr(original, "sqlstate", None) or getattr(
+        getattr(original, "__cause__", None), "sqlstate", None
+    )
+    if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate.startswith("57P")):
+        return True
+    cause = getattr(original, "__cause__", None)
+    return isinstance(cause, OSError | ConnectionError) or isinstance(error, InterfaceError)
 
 
 class Database:
@@ -135,11 +151,10 @@ class Database:
                 conn = await raw.execution_options(**{_WRITE: write})
                 async with conn.begin():
                     yield conn
-        except (DBAPIError, OSError, ConnectionError, asyncio.TimeoutError) as error:
+        except (TimeoutError, DBAPIError, OSError, ConnectionError) as error:
             if is_connectivity_error(error):
                 raise Unavailable(
-                    f"database unavailable ({self.target.backend.value}): "
-                    f"{type(error).__name__}"
+                    f"database unavailable ({self.target.backend.value}): {type(error).__name__}"
                 ) from error
             raise
 

@@ -69,6 +69,8 @@ attempts = Table(
     Column("run_id", String(ID), nullable=False),
     Column("run_no", Integer, nullable=False, server_default=text("1")),
     Column("attempt_no", Integer, nullable=False),
+    # Retries are counted from here; a DLQ replay moves it up to grant a fresh budget.
+    Column("retry_base_no", Integer, nullable=False, server_default=text("0")),
     Column("status", String(32), nullable=False),
     Column("kind", String(32), nullable=False),
     Column("workflow", String(ID), nullable=False),
@@ -130,6 +132,9 @@ leases = Table(
     Column("lease_expires_at_ms", BigInteger, nullable=False),
     Column("ended_at_ms", BigInteger, nullable=True),
     Column("version", BigInteger, nullable=False),
+    # The ack that released the lease, so a repeated ack returns the same answer.
+    Column("ack_hash", String(64), nullable=True),
+    Column("ack_response_json", Text, nullable=True),
 )
 # At most one active lease per attempt, enforced by the database on both backends.
 Index(

@@ -1,0 +1,273 @@
+"""The FastAPI application: middleware, error mapping, routers and the process lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from oris.api.auth import Authenticator
+from oris.api.deps import audit_spec, request_id, runtime
+from oris.api.envelope import STATUS_BY_CODE, JsonResponse, error, request_id_from
+from oris.api.routes import jobs, operators, workers
+from oris.config import ServerSettings
+from oris.domain.errors import ErrorCode, OrisError, RateLimited, Unavailable
+from oris.observability.metrics import RuntimeMetrics
+from oris.services import audit, health
+from oris.services.bootstrap import check_auth_posture, open_database, prepare_database
+from oris.services.context import Actor, RequestContext
+from oris.services.keys import KeyVerifier
+from oris.services.maintenance import MaintenanceLoop
+from oris.services.runtime import Runtime
+
+log = logging.getLogger("oris.api")
+access_log = logging.getLogger("oris.access")
+
+
+class RequestMiddleware:
+    """Assigns the request id, enforces the body limit, and logs and counts every request."""
+
+    def __init__(self, app: ASGIApp, metrics: RuntimeMetrics, max_body_bytes: int) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = request_id_from(headers.get("x-request-id"))
+        scope["oris.request_id"] = rid
+        started = time.perf_counter()
+        status_holder = {"status": 500}
+        limit = self.max_body_bytes
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                raw_headers = list(message.get("headers", []))
+                if not any(k.lower() == b"x-request-id" for k, _ in raw_headers):
+                    raw_headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": raw_headers}
+            await send(message)
+
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            response = error(
+                rid, ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds {limit} bytes"
+            )
+            await response(scope, receive, send_wrapper)
+            self._finish(scope, rid, status_holder["status"], started)
+            return
+
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, receive_limited, send_wrapper)
+        except _BodyTooLarge:
+            response = error(
+                rid, ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds {limit} bytes"
+            )
+            await response(scope, receive, send_wrapper)
+        self._finish(scope, rid, status_holder["status"], started)
+
+    def _finish(self, scope: Scope, rid: str, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        method = scope.get("method", "")
+        self.metrics.http_request(method, template, status, elapsed)
+        access_log.info(
+            "request",
+            extra={
+                "request_id": rid,
+                "method": method,
+                "route": template,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+            },
+        )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _audit_failure(request: Request, status: int, message: str) -> None:
+    """Record a refused control-plane action or a denied request in its own transaction."""
+    rt: Runtime | None = getattr(request.app.state, "runtime", None)
+    if rt is None:
+        return
+    spec = audit_spec(request)
+    denied = status in (401, 403)
+    if spec is None and not denied:
+        return
+    actor = request.scope.get("oris.actor") or Actor()
+    client = request.client
+    ctx = RequestContext(
+        request_id=request_id(request),
+        actor=actor,
+        source_addr=None if client is None else client.host,
+    )
+    route = request.scope.get("route")
+    if spec is not None:
+        action, resource_type, resource_id = spec[0].action, spec[0].resource_type, spec[1]
+    else:
+        action, resource_type, resource_id = (
+            "auth.denied",
+            "route",
+            getattr(route, "path", request.url.path),
+        )
+    try:
+        await audit.record(
+            rt.db,
+            ctx,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            result="denied" if denied else "error",
+            status_code=status,
+            details={"method": request.method, "path": request.url.path, "message": message},
+        )
+    except Exception:
+        log.exception(
+            "could not write the audit row for a failed request",
+            extra={"request_id": ctx.request_id},
+        )
+
+
+async def _oris_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OrisError)
+    status = STATUS_BY_CODE[exc.code]
+    await _audit_failure(request, status, exc.message)
+    headers = None
+    if isinstance(exc, RateLimited):
+        headers = {"retry-after": str(max(int(exc.retry_after_seconds + 0.999), 1))}
+    return error(request_id(request), exc.code, exc.message, exc.details, headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    fields = [
+        {"field": ".".join(str(p) for p in item["loc"]), "message": item["msg"]}
+        for item in exc.errors()
+    ]
+    await _audit_failure(request, 400, "invalid request")
+    return error(
+        request_id(request), ErrorCode.INVALID_ARGUMENT, "invalid request", {"fields": fields}
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = {
+        404: ErrorCode.NOT_FOUND,
+        405: ErrorCode.METHOD_NOT_ALLOWED,
+        413: ErrorCode.PAYLOAD_TOO_LARGE,
+        415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    }.get(
+        exc.status_code, ErrorCode.INVALID_ARGUMENT if exc.status_code < 500 else ErrorCode.INTERNAL
+    )
+    message = {404: "no route matches this path", 405: "method not allowed on this path"}.get(
+        exc.status_code, str(exc.detail)
+    )
+    response = error(request_id(request), code, message)
+    response.status_code = exc.status_code
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", extra={"request_id": request_id(request)})
+    return error(
+        request_id(request),
+        ErrorCode.INTERNAL,
+        "internal error; see the server log for this request id",
+    )
+
+
+def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> FastAPI:
+    """Build the application; the database is opened and checked in the lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = open_database(settings, application_name="oris-api")
+        try:
+            await prepare_database(settings, database)
+            rt = Runtime(db=database, settings=settings, metrics=metrics)
+            authenticator = Authenticator(settings, KeyVerifier(database))
+            await check_auth_posture(settings, database, authenticator.static_credentials)
+            app.state.runtime = rt
+            app.state.authenticator = authenticator
+            loop = MaintenanceLoop(rt)
+            if run_maintenance:
+                loop.start()
+            try:
+                yield
+            finally:
+                await loop.stop()
+        finally:
+            await database.dispose()
+
+    metrics = RuntimeMetrics(settings.metrics_rate_window_seconds)
+    app = FastAPI(
+        title="Oris runtime",
+        version="v1",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.add_exception_handler(OrisError, _oris_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.include_router(jobs.router)
+    app.include_router(workers.router)
+    app.include_router(operators.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz(request: Request) -> Response:
+        outcome = await health.check(runtime(request))
+        return JsonResponse(
+            {**outcome.body, "request_id": request_id(request)},
+            status_code=200 if outcome.ok else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint(request: Request) -> Response:
+        rt = runtime(request)
+        gauges: Any = None
+        try:
+            gauges = await health.database_gauges(rt)
+        except Unavailable:
+            gauges = None
+        except Exception:
+            log.exception("metrics: database gauges failed")
+        return PlainTextResponse(
+            rt.metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.state.metrics = metrics
+    return app

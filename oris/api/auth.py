@@ -1,0 +1,155 @@
+"""Authentication (bootstrap credentials and managed keys) and the role matrix."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from starlette.requests import Request
+
+from oris.config import ServerSettings
+from oris.domain.errors import Forbidden, Unauthorized
+from oris.services.context import Actor, Role
+from oris.services.keys import KeyVerifier
+
+log = logging.getLogger("oris.auth")
+UNAUTHORIZED_MESSAGE = "missing or invalid credentials"
+FORBIDDEN_MESSAGE = "role is not allowed to access this endpoint"
+
+_READ_PREFIXES = (
+    "/v1/jobs",
+    "/v1/interrupts",
+    "/v1/dlq",
+    "/v1/audit",
+    "/v1/attempts",
+    "/v1/incidents",
+)
+_OPERATOR_WRITE_PREFIXES = ("/v1/jobs", "/v1/interrupts", "/v1/dlq", "/v1/incidents")
+
+
+def secrets_match(presented: str, expected: str) -> bool:
+    """Constant-time comparison used for every secret."""
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def role_allows(role: Role, method: str, path: str) -> bool:
+    """The role matrix: admin everything; operator jobs/interrupts/DLQ (+ reads); viewer reads;
+    worker only the worker endpoints."""
+    if role is Role.ADMIN:
+        return True
+    is_read = method in {"GET", "HEAD"}
+    if role is Role.WORKER:
+        return path.startswith("/v1/workers") and not is_read
+    if role is Role.VIEWER:
+        return is_read and path.startswith(_READ_PREFIXES)
+    if role is Role.OPERATOR:
+        if is_read:
+            return path.startswith(_READ_PREFIXES)
+        return path.startswith(_OPERATOR_WRITE_PREFIXES)
+    return False
+
+
+def _header(request: Request, name: str) -> str | None:
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+class Authenticator:
+    """Resolves a request's credential to an actor, failing closed."""
+
+    def __init__(self, settings: ServerSettings, verifier: KeyVerifier) -> None:
+        self._bearer = _secret(settings.api_auth_bearer_token)
+        key = _secret(settings.api_auth_api_key)
+        key_id = (settings.api_auth_api_key_id or "").strip() or None
+        self._unkeyed = key if key_id is None else None
+        self._keyed = (key_id, key) if key_id is not None and key is not None else None
+        self._keyed_role = Role(settings.api_auth_api_key_role)
+        self._verifier = verifier
+        self._open = settings.auth_disabled
+
+    @property
+    def static_credentials(self) -> bool:
+        """Whether any bootstrap credential is configured."""
+        return any((self._bearer, self._unkeyed, self._keyed))
+
+    async def enforced(self) -> bool:
+        """Auth applies when any credential exists (bootstrap or an active managed key)."""
+        if self._open:
+            return False
+        return self.static_credentials or await self._verifier.any_active()
+
+    async def authenticate(self, request: Request) -> Actor:
+        """The caller's actor; anonymous admin when auth is off; 401 otherwise."""
+        if not await self.enforced():
+            return Actor(actor_type="anonymous", role=Role.ADMIN)
+        actor = await self._resolve(request)
+        if actor is None:
+            raise Unauthorized(UNAUTHORIZED_MESSAGE)
+        return actor
+
+    async def _resolve(self, request: Request) -> Actor | None:
+        authorization = _header(request, "authorization")
+        if authorization and authorization.startswith("Bearer ") and self._bearer:
+            token = authorization.removeprefix("Bearer ").strip()
+            if token and secrets_match(token, self._bearer):
+                return Actor(actor_type="bearer", role=Role.ADMIN)
+        api_key = _header(request, "x-api-key")
+        key_id = _header(request, "x-api-key-id")
+        if api_key is None:
+            return None
+        if key_id is None:
+            if self._unkeyed and secrets_match(api_key, self._unkeyed):
+                return Actor(actor_type="api_key", role=Role.ADMIN)
+            return None
+        if self._keyed is not None:
+            static_id, static_secret = self._keyed
+            if (
+                secrets_match(key_id, static_id)
+                and static_secret
+                and secrets_match(api_key, static_secret)
+            ):
+                return Actor(actor_type="api_key", actor_id=key_id, role=self._keyed_role)
+        verified = await self._verifier.verify(key_id, api_key)
+        if verified is None:
+            return None
+        return Actor(
+            actor_type="api_key",
+            actor_id=verified.key_id,
+            role=verified.role,
+            worker_id_prefix=verified.worker_id_prefix,
+        )
+
+
+def authorize(actor: Actor, method: str, path: str) -> None:
+    """403 unless the actor's role may call this route."""
+    if actor.role is None or not role_allows(actor.role, method, path):
+        raise Forbidden(
+            FORBIDDEN_MESSAGE,
+            {
+                "role": None if actor.role is None else actor.role.value,
+                "method": method,
+                "path": path,
+            },
+        )
+
+
+def authorize_worker_id(actor: Actor, worker_id: str | None) -> None:
+    """A worker key bound to a prefix may only act as workers whose id starts with it."""
+    if actor.worker_id_prefix is None or worker_id is None:
+        return
+    if not worker_id.startswith(actor.worker_id_prefix):
+        raise Forbidden(
+            "credential may not act as this worker",
+            {"role": actor.role.value if actor.role else None, "worker_id": worker_id},
+        )
+
+
+def _secret(value: object) -> str | None:
+    if value is None:
+        return None
+    raw = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    raw = raw.strip()
+    return raw or None

@@ -1,0 +1,135 @@
+"""Per-request plumbing shared by the routers: the runtime, the caller, JSON bodies, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from oris.api.auth import Authenticator, authorize
+from oris.domain.errors import (
+    Forbidden,
+    InvalidArgument,
+    OrisError,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from oris.services.context import Actor, RequestContext
+from oris.services.runtime import Runtime
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def runtime(request: Request) -> Runtime:
+    """The process's runtime handles."""
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+def request_id(request: Request) -> str:
+    """The id the middleware assigned to this request."""
+    return str(request.scope.get("oris.request_id", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSpec:
+    """How a control-plane route is recorded in the audit log."""
+
+    action: str
+    resource_type: str
+    resource_param: str | None
+
+
+def audited(
+    action: str, resource_type: str, resource_param: str | None = None
+) -> Callable[[Request], None]:
+    """Dependency marking a route as audited, so failures are recorded too."""
+
+    def mark(request: Request) -> None:
+        request.scope["oris.audit"] = AuditSpec(action, resource_type, resource_param)
+
+    return mark
+
+
+def audit_spec(request: Request) -> tuple[AuditSpec, str | None] | None:
+    """The route's audit spec and resource id, if the route is audited."""
+    spec = request.scope.get("oris.audit")
+    if not isinstance(spec, AuditSpec):
+        return None
+    resource = request.scope.get("oris.audit_resource")
+    if resource is None and spec.resource_param is not None:
+        resource = request.path_params.get(spec.resource_param)
+    return spec, None if resource is None else str(resource)
+
+
+def set_audit_resource(request: Request, resource_id: str | None) -> None:
+    """Name the resource of an audited route whose id comes from the body."""
+    request.scope["oris.audit_resource"] = resource_id
+
+
+async def caller(request: Request) -> RequestContext:
+    """Authenticate and authorise the request; 401/403 in the envelope otherwise."""
+    authenticator: Authenticator = request.app.state.authenticator
+    try:
+        actor = await authenticator.authenticate(request)
+    except Unauthorized:
+        request.scope["oris.actor"] = Actor()
+        raise
+    request.scope["oris.actor"] = actor
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    try:
+        authorize(actor, request.method, request.url.path)
+    except Forbidden as error:
+        if error.details is not None:
+            error.details["path"] = path
+        raise
+    client = request.client
+    return RequestContext(
+        request_id=request_id(request),
+        actor=actor,
+        source_addr=None if client is None else client.host,
+        traceparent=request.headers.get("traceparent"),
+    )
+
+
+def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
+    """Dependency that parses a JSON object body into ``model`` (415/400 in the envelope)."""
+
+    async def parse(request: Request) -> M:
+        raw = await request.body()
+        if not raw.strip():
+            data: Any = {}
+        else:
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type != "application/json" and not content_type.endswith("+json"):
+                raise UnsupportedMediaType("request body must be sent as application/json")
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError as error:
+                raise InvalidArgument(f"malformed JSON body: {error}") from None
+        if not isinstance(data, dict):
+            raise InvalidArgument("request body must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except ValidationError as error:
+            raise InvalidArgument("invalid request body", {"fields": field_errors(error)}) from None
+
+    return parse
+
+
+def field_errors(error: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors as ``[{field, message}]`` without echoing input values."""
+    return [
+        {"field": ".".join(str(part) for part in item["loc"]) or "body", "message": item["msg"]}
+        for item in error.errors()
+    ]
+
+
+def error_of(exc: BaseException) -> OrisError | None:
+    """The runtime error behind an exception, if it is one."""
+    return exc if isinstance(exc, OrisError) else None

@@ -1,0 +1,152 @@
+"""Request bodies. Types are checked strictly (a string is not an integer); unknown fields are
+ignored, as upstream does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Body(BaseModel):
+    """Base of every request body."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class TimeoutPolicyBody(Body):
+    """``TimeoutPolicyRequest``."""
+
+    timeout_ms: int
+    on_timeout_status: str
+
+
+class RetryPolicyBody(Body):
+    """``RetryPolicyRequest``."""
+
+    strategy: str
+    backoff_ms: int
+    max_backoff_ms: int | None = None
+    multiplier: float | None = None
+    max_retries: int = Field(ge=0)
+
+
+class RunJobBody(Body):
+    """``RunJobRequest`` plus ``workflow`` and ``retry_policy``; ``input`` is any JSON value."""
+
+    thread_id: str
+    input: Any = None
+    idempotency_key: str | None = None
+    timeout_policy: TimeoutPolicyBody | None = None
+    priority: int | None = None
+    tenant_id: str | None = None
+    workflow: str | None = None
+    retry_policy: RetryPolicyBody | None = None
+
+
+class CancelJobBody(Body):
+    """``CancelJobRequest``."""
+
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class ResumeJobBody(Body):
+    """``ResumeJobRequest``."""
+
+    value: Any
+    checkpoint_id: str | None = None
+    override_reason: str | None = None
+
+
+class ReplayJobBody(Body):
+    """``ReplayJobRequest``."""
+
+    checkpoint_id: str | None = None
+    override_reason: str | None = None
+
+
+class ResumeInterruptBody(Body):
+    """``ResumeInterruptRequest``."""
+
+    value: Any
+    override_reason: str | None = None
+
+
+class RejectInterruptBody(Body):
+    """``RejectInterruptRequest``."""
+
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class PollBody(Body):
+    """``WorkerPollRequest`` plus ``workflows``."""
+
+    worker_id: str
+    limit: int | None = None
+    max_active_leases: int | None = None
+    tenant_max_active_leases: int | None = None
+    workflows: list[str] | None = None
+
+
+class HeartbeatBody(Body):
+    """``WorkerHeartbeatRequest`` / ``WorkerExtendLeaseRequest``."""
+
+    lease_id: str
+    lease_ttl_seconds: int | None = None
+
+
+class CheckpointBody(Body):
+    """A state snapshot a worker stores with a step report."""
+
+    state: Any
+    step: str | None = None
+
+
+class ReportStepBody(Body):
+    """``WorkerReportStepRequest`` plus ``lease_id`` and ``checkpoint``."""
+
+    attempt_id: str
+    action_id: str
+    status: str
+    dedupe_token: str
+    lease_id: str | None = None
+    checkpoint: CheckpointBody | None = None
+
+
+class ErrorBody(Body):
+    """What went wrong in a failed attempt."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    message: str | None = None
+    type: str | None = None
+    retryable: bool | None = None
+    retry_delay_ms: int | None = Field(default=None, ge=0)
+
+
+class InterruptBody(Body):
+    """The interrupt a worker opens when its workflow waits for a human."""
+
+    value: Any
+    step: str | None = None
+
+
+class AckBody(Body):
+    """``WorkerAckRequest`` plus ``lease_id``, ``output``, ``error`` and ``interrupt``."""
+
+    attempt_id: str
+    terminal_status: str
+    retry_policy: RetryPolicyBody | None = None
+    lease_id: str | None = None
+    output: Any = None
+    error: ErrorBody | None = None
+    interrupt: InterruptBody | None = None
+
+
+class CreateKeyBody(Body):
+    """Create a managed API key."""
+
+    role: str
+    key_id: str | None = None
+    worker_id_prefix: str | None = None
+    description: str | None = Field(default=None, max_length=500)

@@ -1,0 +1,148 @@
+"""``/v1/jobs`` endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.requests import Request
+from starlette.responses import Response
+
+from oris.api.deps import audited, caller, json_body, request_id, runtime, set_audit_resource
+from oris.api.envelope import ok
+from oris.api.models import (
+    CancelJobBody,
+    ReplayJobBody,
+    ResumeJobBody,
+    RunJobBody,
+)
+from oris.services import jobs, resumption
+from oris.services.context import RequestContext
+from oris.services.runtime import Runtime
+
+router = APIRouter(prefix="/v1/jobs")
+Ctx = Annotated[RequestContext, Depends(caller)]
+Rt = Annotated[Runtime, Depends(runtime)]
+
+
+async def _run(request: Request, rt: Runtime, ctx: RequestContext, body: RunJobBody) -> Response:
+    set_audit_resource(request, body.thread_id)
+    command = jobs.RunCommand(
+        thread_id=body.thread_id,
+        input=body.input,
+        idempotency_key=body.idempotency_key,
+        timeout_policy=None if body.timeout_policy is None else body.timeout_policy.model_dump(),
+        priority=body.priority,
+        tenant_id=body.tenant_id,
+        workflow=body.workflow,
+        retry_policy=None if body.retry_policy is None else body.retry_policy.model_dump(),
+    )
+    return ok(ctx.request_id, await jobs.run(rt.db, ctx, command))
+
+
+@router.post("/run", dependencies=[Depends(audited("job.run", "thread"))])
+async def run_job(
+    request: Request, rt: Rt, ctx: Ctx, body: Annotated[RunJobBody, Depends(json_body(RunJobBody))]
+) -> Response:
+    """Queue a job run."""
+    return await _run(request, rt, ctx, body)
+
+
+@router.post("", dependencies=[Depends(audited("job.run", "thread"))])
+async def create_job(
+    request: Request, rt: Rt, ctx: Ctx, body: Annotated[RunJobBody, Depends(json_body(RunJobBody))]
+) -> Response:
+    """Same as ``POST /v1/jobs/run``."""
+    return await _run(request, rt, ctx, body)
+
+
+@router.get("")
+async def list_jobs(
+    rt: Rt,
+    ctx: Ctx,
+    status: str | None = None,
+    limit: Annotated[int | None, Query()] = None,
+    offset: Annotated[int | None, Query()] = None,
+) -> Response:
+    """Jobs, most recently updated first."""
+    return ok(
+        ctx.request_id, await jobs.list_jobs(rt.db, status=status, limit=limit, offset=offset)
+    )
+
+
+@router.get("/{thread_id}")
+async def inspect_job(rt: Rt, ctx: Ctx, thread_id: str) -> Response:
+    """The job's latest state and true status."""
+    return ok(ctx.request_id, await jobs.get_state(rt.db, thread_id))
+
+
+@router.get("/{thread_id}/detail")
+async def job_detail(rt: Rt, ctx: Ctx, thread_id: str) -> Response:
+    """State, history, timeline, attempts and the pending interrupt."""
+    return ok(ctx.request_id, await jobs.detail(rt.db, thread_id))
+
+
+@router.get("/{thread_id}/history")
+async def job_history(rt: Rt, ctx: Ctx, thread_id: str) -> Response:
+    """Checkpoints, oldest first."""
+    return ok(ctx.request_id, await jobs.history(rt.db, thread_id))
+
+
+@router.get("/{thread_id}/timeline")
+async def job_timeline(rt: Rt, ctx: Ctx, thread_id: str) -> Response:
+    """Every event of the job in order."""
+    return ok(ctx.request_id, await jobs.timeline(rt.db, thread_id))
+
+
+@router.get("/{thread_id}/timeline/export")
+async def job_timeline_export(rt: Rt, ctx: Ctx, thread_id: str) -> Response:
+    """Timeline plus checkpoints with their state."""
+    return ok(ctx.request_id, await jobs.timeline(rt.db, thread_id, export=True))
+
+
+@router.get("/{thread_id}/checkpoints/{checkpoint_id}")
+async def job_checkpoint(rt: Rt, ctx: Ctx, thread_id: str, checkpoint_id: str) -> Response:
+    """One checkpoint's state."""
+    return ok(ctx.request_id, await jobs.checkpoint(rt.db, thread_id, checkpoint_id))
+
+
+@router.post(
+    "/{thread_id}/cancel", dependencies=[Depends(audited("job.cancel", "thread", "thread_id"))]
+)
+async def cancel_job(
+    rt: Rt,
+    ctx: Ctx,
+    thread_id: str,
+    body: Annotated[CancelJobBody, Depends(json_body(CancelJobBody))],
+) -> Response:
+    """Cancel the job, its queued work and its lease."""
+    return ok(ctx.request_id, await jobs.cancel(rt.db, ctx, thread_id, body.reason))
+
+
+@router.post(
+    "/{thread_id}/resume", dependencies=[Depends(audited("job.resume", "thread", "thread_id"))]
+)
+async def resume_job(
+    rt: Rt,
+    ctx: Ctx,
+    thread_id: str,
+    body: Annotated[ResumeJobBody, Depends(json_body(ResumeJobBody))],
+) -> Response:
+    """Resume the job's pending interrupt with a value."""
+    return ok(ctx.request_id, await resumption.resume_job(rt.db, ctx, thread_id, body.value))
+
+
+@router.post(
+    "/{thread_id}/replay", dependencies=[Depends(audited("job.replay", "thread", "thread_id"))]
+)
+async def replay_job(
+    rt: Rt,
+    ctx: Ctx,
+    thread_id: str,
+    body: Annotated[ReplayJobBody, Depends(json_body(ReplayJobBody))],
+) -> Response:
+    """Queue a replay from a checkpoint (or the latest); duplicates return the first result."""
+    return ok(ctx.request_id, await resumption.replay_job(rt, ctx, thread_id, body.checkpoint_id))
+
+
+__all__ = ["request_id", "router"]

@@ -1,0 +1,203 @@
+"""Operator endpoints: interrupts, attempts, the DLQ, the audit log and API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
+
+from oris.api.deps import audited, caller, json_body, runtime
+from oris.api.envelope import ok
+from oris.api.models import CreateKeyBody, RejectInterruptBody, ResumeInterruptBody
+from oris.domain.clock import to_rfc3339
+from oris.domain.errors import InvalidArgument
+from oris.domain.validation import clamp_limit
+from oris.services import audit, keys, resumption
+from oris.services.audit import AuditFilter
+from oris.services.context import RequestContext
+from oris.services.runtime import Runtime
+
+router = APIRouter(prefix="/v1")
+Ctx = Annotated[RequestContext, Depends(caller)]
+Rt = Annotated[Runtime, Depends(runtime)]
+AUDIT_DEFAULT_LIMIT = 100
+AUDIT_MAX_LIMIT = 500
+
+
+@router.get("/interrupts")
+async def list_interrupts(
+    rt: Rt, ctx: Ctx, status: str | None = None, run_id: str | None = None, limit: int | None = None
+) -> Response:
+    """Interrupts, newest first."""
+    return ok(
+        ctx.request_id,
+        await resumption.list_interrupts(rt.db, status=status, run_id=run_id, limit=limit),
+    )
+
+
+@router.get("/interrupts/{interrupt_id}")
+async def get_interrupt(rt: Rt, ctx: Ctx, interrupt_id: str) -> Response:
+    """One interrupt."""
+    return ok(ctx.request_id, await resumption.get_interrupt(rt.db, interrupt_id))
+
+
+@router.post(
+    "/interrupts/{interrupt_id}/resume",
+    dependencies=[Depends(audited("interrupt.resume", "interrupt", "interrupt_id"))],
+)
+async def resume_interrupt(
+    rt: Rt,
+    ctx: Ctx,
+    interrupt_id: str,
+    body: Annotated[ResumeInterruptBody, Depends(json_body(ResumeInterruptBody))],
+) -> Response:
+    """Resume with a value; a repeat with the same value returns the first response."""
+    return ok(
+        ctx.request_id, await resumption.resume_interrupt(rt.db, ctx, interrupt_id, body.value)
+    )
+
+
+@router.post(
+    "/interrupts/{interrupt_id}/reject",
+    dependencies=[Depends(audited("interrupt.reject", "interrupt", "interrupt_id"))],
+)
+async def reject_interrupt(
+    rt: Rt,
+    ctx: Ctx,
+    interrupt_id: str,
+    body: Annotated[RejectInterruptBody, Depends(json_body(RejectInterruptBody))],
+) -> Response:
+    """Reject: the job is cancelled with the caller's reason."""
+    return ok(
+        ctx.request_id, await resumption.reject_interrupt(rt.db, ctx, interrupt_id, body.reason)
+    )
+
+
+@router.get("/attempts/{attempt_id}/retries")
+async def attempt_retries(rt: Rt, ctx: Ctx, attempt_id: str) -> Response:
+    """Retry history of an attempt."""
+    return ok(ctx.request_id, await resumption.attempt_retries(rt.db, attempt_id))
+
+
+@router.get("/dlq")
+async def list_dead_letters(
+    rt: Rt, ctx: Ctx, status: str | None = None, limit: int | None = None
+) -> Response:
+    """Dead letters, newest first."""
+    return ok(ctx.request_id, await resumption.list_dead_letters(rt.db, status=status, limit=limit))
+
+
+@router.get("/dlq/{attempt_id}")
+async def get_dead_letter(rt: Rt, ctx: Ctx, attempt_id: str) -> Response:
+    """One dead letter."""
+    return ok(ctx.request_id, await resumption.get_dead_letter(rt.db, attempt_id))
+
+
+@router.post(
+    "/dlq/{attempt_id}/replay",
+    dependencies=[Depends(audited("dlq.replay", "attempt", "attempt_id"))],
+)
+async def replay_dead_letter(rt: Rt, ctx: Ctx, attempt_id: str) -> Response:
+    """Requeue a dead letter with a fresh retry budget."""
+    return ok(ctx.request_id, await resumption.replay_dead_letter(rt.db, ctx, attempt_id))
+
+
+@router.get("/audit/logs")
+async def audit_logs(
+    rt: Rt,
+    ctx: Ctx,
+    request_id: str | None = None,
+    action: str | None = None,
+    actor_id: str | None = None,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    result: str | None = None,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+    before_id: int | None = None,
+    limit: int | None = None,
+) -> Response:
+    """Audit rows, newest first; page with ``before_id``."""
+    if from_ms is not None and to_ms is not None and from_ms > to_ms:
+        raise InvalidArgument("from_ms must be less than or equal to to_ms")
+    resolved = clamp_limit(limit, default=AUDIT_DEFAULT_LIMIT, maximum=AUDIT_MAX_LIMIT)
+
+    def blank(value: str | None) -> str | None:
+        return (value or "").strip() or None
+
+    filters = AuditFilter(
+        request_id=blank(request_id),
+        action=blank(action),
+        actor_id=blank(actor_id),
+        resource_type=blank(resource_type),
+        resource_id=blank(resource_id),
+        result=blank(result),
+        from_ms=from_ms,
+        to_ms=to_ms,
+        before_id=before_id,
+    )
+    rows = await audit.list_logs(rt.db, filters, resolved)
+    logs = [
+        {
+            "audit_id": row.audit_id,
+            "actor_type": row.actor_type,
+            "actor_id": row.actor_id,
+            "actor_role": row.actor_role,
+            "action": row.action,
+            "resource_type": row.resource_type,
+            "resource_id": row.resource_id,
+            "result": row.result,
+            "status_code": row.status_code,
+            "request_id": row.request_id,
+            "source_addr": row.source_addr,
+            "details": row.details,
+            "created_at": _rfc3339(row.created_at_ms),
+            "row_hash": row.row_hash,
+        }
+        for row in rows
+    ]
+    next_before = logs[-1]["audit_id"] if len(logs) == resolved else None
+    return ok(ctx.request_id, {"logs": logs, "next_before_id": next_before})
+
+
+def _rfc3339(epoch_ms: int) -> str:
+    return to_rfc3339(epoch_ms)
+
+
+@router.get("/keys")
+async def list_keys(rt: Rt, ctx: Ctx) -> Response:
+    """Managed API keys (no secrets)."""
+    return ok(ctx.request_id, await keys.list_keys(rt.db))
+
+
+@router.post("/keys", dependencies=[Depends(audited("key.create", "api_key"))])
+async def create_key(
+    rt: Rt, ctx: Ctx, body: Annotated[CreateKeyBody, Depends(json_body(CreateKeyBody))]
+) -> Response:
+    """Create a key; the secret is in this response only."""
+    created = await keys.create_key(
+        rt.db,
+        ctx,
+        role=body.role,
+        key_id=body.key_id,
+        worker_id_prefix=body.worker_id_prefix,
+        description=body.description,
+    )
+    return ok(ctx.request_id, created)
+
+
+@router.post(
+    "/keys/{key_id}/disable", dependencies=[Depends(audited("key.disable", "api_key", "key_id"))]
+)
+async def disable_key(rt: Rt, ctx: Ctx, key_id: str) -> Response:
+    """Disable a key."""
+    return ok(ctx.request_id, await keys.disable_key(rt.db, ctx, key_id))
+
+
+@router.post(
+    "/keys/{key_id}/rotate", dependencies=[Depends(audited("key.rotate", "api_key", "key_id"))]
+)
+async def rotate_key(rt: Rt, ctx: Ctx, key_id: str) -> Response:
+    """Issue a new secret for a key."""
+    return ok(ctx.request_id, await keys.rotate_key(rt.db, ctx, key_id))

@@ -1,0 +1,104 @@
+"""``/v1/workers`` endpoints: the worker protocol."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from starlette.responses import Response
+
+from oris.api.auth import authorize_worker_id
+from oris.api.deps import caller, json_body, runtime
+from oris.api.envelope import ok
+from oris.api.models import AckBody, HeartbeatBody, PollBody, ReportStepBody
+from oris.services import scheduler
+from oris.services.context import RequestContext
+from oris.services.runtime import Runtime
+
+router = APIRouter(prefix="/v1/workers")
+Ctx = Annotated[RequestContext, Depends(caller)]
+Rt = Annotated[Runtime, Depends(runtime)]
+
+
+@router.post("/poll")
+async def poll(
+    rt: Rt, ctx: Ctx, body: Annotated[PollBody, Depends(json_body(PollBody))]
+) -> Response:
+    """Lease work: ``dispatched``, ``noop`` or ``backpressure`` (always 200)."""
+    authorize_worker_id(ctx.actor, body.worker_id)
+    command = scheduler.PollCommand(
+        worker_id=body.worker_id,
+        limit=body.limit,
+        max_active_leases=body.max_active_leases,
+        tenant_max_active_leases=body.tenant_max_active_leases,
+        workflows=body.workflows,
+    )
+    return ok(ctx.request_id, await scheduler.poll(rt, command))
+
+
+@router.post("/{worker_id}/heartbeat")
+async def heartbeat(
+    rt: Rt,
+    ctx: Ctx,
+    worker_id: str,
+    body: Annotated[HeartbeatBody, Depends(json_body(HeartbeatBody))],
+) -> Response:
+    """Extend a live lease."""
+    authorize_worker_id(ctx.actor, worker_id)
+    return ok(
+        ctx.request_id,
+        await scheduler.heartbeat(rt, worker_id, body.lease_id, body.lease_ttl_seconds),
+    )
+
+
+@router.post("/{worker_id}/extend-lease")
+async def extend_lease(
+    rt: Rt,
+    ctx: Ctx,
+    worker_id: str,
+    body: Annotated[HeartbeatBody, Depends(json_body(HeartbeatBody))],
+) -> Response:
+    """Same as heartbeat."""
+    authorize_worker_id(ctx.actor, worker_id)
+    return ok(
+        ctx.request_id,
+        await scheduler.heartbeat(rt, worker_id, body.lease_id, body.lease_ttl_seconds),
+    )
+
+
+@router.post("/{worker_id}/report-step")
+async def report_step(
+    rt: Rt,
+    ctx: Ctx,
+    worker_id: str,
+    body: Annotated[ReportStepBody, Depends(json_body(ReportStepBody))],
+) -> Response:
+    """Record a finished step, optionally with a checkpoint."""
+    authorize_worker_id(ctx.actor, worker_id)
+    report = scheduler.StepReport(
+        attempt_id=body.attempt_id,
+        action_id=body.action_id,
+        status=body.status,
+        dedupe_token=body.dedupe_token,
+        lease_id=body.lease_id,
+        checkpoint=None if body.checkpoint is None else body.checkpoint.model_dump(),
+    )
+    return ok(ctx.request_id, await scheduler.report_step(rt, worker_id, report))
+
+
+@router.post("/{worker_id}/ack")
+async def ack(
+    rt: Rt, ctx: Ctx, worker_id: str, body: Annotated[AckBody, Depends(json_body(AckBody))]
+) -> Response:
+    """Finish a lease: completed, failed (retry or DLQ), cancelled or interrupted."""
+    authorize_worker_id(ctx.actor, worker_id)
+    command = scheduler.AckCommand(
+        attempt_id=body.attempt_id,
+        terminal_status=body.terminal_status,
+        retry_policy=None if body.retry_policy is None else body.retry_policy.model_dump(),
+        lease_id=body.lease_id,
+        output=body.output,
+        error=None if body.error is None else body.error.model_dump(exclude_none=True),
+        interrupt=None if body.interrupt is None else body.interrupt.model_dump(),
+    )
+    return ok(ctx.request_id, await scheduler.ack(rt, worker_id, command))

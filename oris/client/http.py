@@ -1,0 +1,272 @@
+"""An async client over httpx: one method per endpoint, envelopes unwrapped, errors typed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from oris.config import ClientSettings
+
+
+class ServerUnreachable(Exception):
+    """The API did not answer (connection refused, timeout, DNS)."""
+
+
+class ApiError(Exception):
+    """The API answered with an error envelope (or a non-JSON error)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, request_id: str | None, details: Any = None
+    ) -> None:
+        super().__init__(f"{status} {code}: {message} (request_id={request_id})")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+        self.details = details
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same call may succeed later (server-side or availability errors)."""
+        return self.status >= 500 or self.status == 429
+
+
+def auth_headers(settings: ClientSettings) -> dict[str, str]:
+    """Credential headers from ``ORIS_API_TOKEN`` or ``ORIS_API_KEY_ID`` + ``ORIS_API_KEY``."""
+    if settings.api_token is not None and settings.api_token.get_secret_value().strip():
+        return {"authorization": f"Bearer {settings.api_token.get_secret_value().strip()}"}
+    if settings.api_key is not None and settings.api_key.get_secret_value().strip():
+        headers = {"x-api-key": settings.api_key.get_secret_value().strip()}
+        if settings.api_key_id:
+            headers["x-api-key-id"] = settings.api_key_id.strip()
+        return headers
+    return {}
+
+
+class OrisClient:
+    """One connection pool to one Oris API; use as an async context manager."""
+
+    def __init__(
+        self,
+        settings: ClientSettings | None = None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings or ClientSettings()
+        self._http = httpx.AsyncClient(
+            base_url=self.settings.server_url.rstrip("/"),
+            headers={"user-agent": "oris-client", **auth_headers(self.settings)},
+            timeout=self.settings.request_timeout_seconds,
+            transport=transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+
+    async def __aenter__(self) -> OrisClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """Call an endpoint and return the envelope's ``data``."""
+        clean = None if params is None else {k: v for k, v in params.items() if v is not None}
+        try:
+            response = await self._http.request(
+                method, path, json=json, params=clean, headers=headers
+            )
+        except (
+            httpx.ConnectError,
+            httpx.ConnectTimeout,
+            httpx.ReadTimeout,
+            httpx.RemoteProtocolError,
+            httpx.ReadError,
+            httpx.WriteError,
+            httpx.PoolTimeout,
+        ) as error:
+            raise ServerUnreachable(
+                f"{self.settings.server_url}: {type(error).__name__}: {error}"
+            ) from error
+        return _unwrap(response)
+
+    async def raw(self, method: str, path: str) -> httpx.Response:
+        """An unwrapped response (``/healthz``, ``/metrics``)."""
+        try:
+            return await self._http.request(method, path)
+        except httpx.TransportError as error:
+            raise ServerUnreachable(
+                f"{self.settings.server_url}: {type(error).__name__}: {error}"
+            ) from error
+
+    # Jobs
+    async def run_job(self, thread_id: str, input: Any = None, **fields: Any) -> dict[str, Any]:
+        """``POST /v1/jobs/run``."""
+        headers = {}
+        if "traceparent" in fields:
+            headers["traceparent"] = fields.pop("traceparent")
+        body = {
+            "thread_id": thread_id,
+            "input": input,
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        return await self.request("POST", "/v1/jobs/run", json=body, headers=headers or None)  # type: ignore[no-any-return]
+
+    async def list_jobs(
+        self, status: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> dict[str, Any]:
+        """``GET /v1/jobs``."""
+        return await self.request(
+            "GET", "/v1/jobs", params={"status": status, "limit": limit, "offset": offset}
+        )  # type: ignore[no-any-return]
+
+    async def inspect_job(self, thread_id: str) -> dict[str, Any]:
+        """``GET /v1/jobs/{thread_id}``."""
+        return await self.request("GET", f"/v1/jobs/{thread_id}")  # type: ignore[no-any-return]
+
+    async def job_detail(self, thread_id: str) -> dict[str, Any]:
+        """``GET /v1/jobs/{thread_id}/detail``."""
+        return await self.request("GET", f"/v1/jobs/{thread_id}/detail")  # type: ignore[no-any-return]
+
+    async def job_timeline(self, thread_id: str) -> dict[str, Any]:
+        """``GET /v1/jobs/{thread_id}/timeline``."""
+        return await self.request("GET", f"/v1/jobs/{thread_id}/timeline")  # type: ignore[no-any-return]
+
+    async def cancel_job(self, thread_id: str, reason: str | None = None) -> dict[str, Any]:
+        """``POST /v1/jobs/{thread_id}/cancel``."""
+        return await self.request("POST", f"/v1/jobs/{thread_id}/cancel", json={"reason": reason})  # type: ignore[no-any-return]
+
+    async def resume_job(self, thread_id: str, value: Any, **extra: Any) -> dict[str, Any]:
+        """``POST /v1/jobs/{thread_id}/resume``."""
+        return await self.request(
+            "POST", f"/v1/jobs/{thread_id}/resume", json={"value": value, **extra}
+        )  # type: ignore[no-any-return]
+
+    async def replay_job(
+        self, thread_id: str, checkpoint_id: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """``POST /v1/jobs/{thread_id}/replay``."""
+        body = {"checkpoint_id": checkpoint_id, **extra} if checkpoint_id else dict(extra)
+        return await self.request("POST", f"/v1/jobs/{thread_id}/replay", json=body)  # type: ignore[no-any-return]
+
+    # Interrupts
+    async def list_interrupts(
+        self, status: str | None = None, run_id: str | None = None, limit: int | None = None
+    ) -> dict[str, Any]:
+        """``GET /v1/interrupts``."""
+        return await self.request(
+            "GET", "/v1/interrupts", params={"status": status, "run_id": run_id, "limit": limit}
+        )  # type: ignore[no-any-return]
+
+    async def get_interrupt(self, interrupt_id: str) -> dict[str, Any]:
+        """``GET /v1/interrupts/{id}``."""
+        return await self.request("GET", f"/v1/interrupts/{interrupt_id}")  # type: ignore[no-any-return]
+
+    async def resume_interrupt(self, interrupt_id: str, value: Any, **extra: Any) -> dict[str, Any]:
+        """``POST /v1/interrupts/{id}/resume``."""
+        return await self.request(
+            "POST", f"/v1/interrupts/{interrupt_id}/resume", json={"value": value, **extra}
+        )  # type: ignore[no-any-return]
+
+    async def reject_interrupt(
+        self, interrupt_id: str, reason: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /v1/interrupts/{id}/reject``."""
+        return await self.request(
+            "POST", f"/v1/interrupts/{interrupt_id}/reject", json={"reason": reason}
+        )  # type: ignore[no-any-return]
+
+    # DLQ, attempts, audit, keys
+    async def list_dlq(self, status: str | None = None, limit: int | None = None) -> dict[str, Any]:
+        """``GET /v1/dlq``."""
+        return await self.request("GET", "/v1/dlq", params={"status": status, "limit": limit})  # type: ignore[no-any-return]
+
+    async def get_dlq(self, attempt_id: str) -> dict[str, Any]:
+        """``GET /v1/dlq/{attempt_id}``."""
+        return await self.request("GET", f"/v1/dlq/{attempt_id}")  # type: ignore[no-any-return]
+
+    async def replay_dlq(self, attempt_id: str) -> dict[str, Any]:
+        """``POST /v1/dlq/{attempt_id}/replay``."""
+        return await self.request("POST", f"/v1/dlq/{attempt_id}/replay")  # type: ignore[no-any-return]
+
+    async def attempt_retries(self, attempt_id: str) -> dict[str, Any]:
+        """``GET /v1/attempts/{attempt_id}/retries``."""
+        return await self.request("GET", f"/v1/attempts/{attempt_id}/retries")  # type: ignore[no-any-return]
+
+    async def audit_logs(self, **filters: Any) -> dict[str, Any]:
+        """``GET /v1/audit/logs``."""
+        return await self.request("GET", "/v1/audit/logs", params=filters)  # type: ignore[no-any-return]
+
+    async def list_keys(self) -> dict[str, Any]:
+        """``GET /v1/keys``."""
+        return await self.request("GET", "/v1/keys")  # type: ignore[no-any-return]
+
+    async def create_key(self, role: str, **fields: Any) -> dict[str, Any]:
+        """``POST /v1/keys``."""
+        return await self.request("POST", "/v1/keys", json={"role": role, **fields})  # type: ignore[no-any-return]
+
+    async def disable_key(self, key_id: str) -> dict[str, Any]:
+        """``POST /v1/keys/{key_id}/disable``."""
+        return await self.request("POST", f"/v1/keys/{key_id}/disable")  # type: ignore[no-any-return]
+
+    async def rotate_key(self, key_id: str) -> dict[str, Any]:
+        """``POST /v1/keys/{key_id}/rotate``."""
+        return await self.request("POST", f"/v1/keys/{key_id}/rotate")  # type: ignore[no-any-return]
+
+    # Worker protocol
+    async def poll(self, worker_id: str, **fields: Any) -> dict[str, Any]:
+        """``POST /v1/workers/poll``."""
+        body = {"worker_id": worker_id, **{k: v for k, v in fields.items() if v is not None}}
+        return await self.request("POST", "/v1/workers/poll", json=body)  # type: ignore[no-any-return]
+
+    async def heartbeat(
+        self, worker_id: str, lease_id: str, lease_ttl_seconds: int | None = None
+    ) -> dict[str, Any]:
+        """``POST /v1/workers/{worker_id}/heartbeat``."""
+        body: dict[str, Any] = {"lease_id": lease_id}
+        if lease_ttl_seconds is not None:
+            body["lease_ttl_seconds"] = lease_ttl_seconds
+        return await self.request("POST", f"/v1/workers/{worker_id}/heartbeat", json=body)  # type: ignore[no-any-return]
+
+    async def report_step(self, worker_id: str, **body: Any) -> dict[str, Any]:
+        """``POST /v1/workers/{worker_id}/report-step``."""
+        return await self.request("POST", f"/v1/workers/{worker_id}/report-step", json=body)  # type: ignore[no-any-return]
+
+    async def ack(self, worker_id: str, **body: Any) -> dict[str, Any]:
+        """``POST /v1/workers/{worker_id}/ack``."""
+        return await self.request(
+            "POST",
+            f"/v1/workers/{worker_id}/ack",
+            json={k: v for k, v in body.items() if v is not None},
+        )  # type: ignore[no-any-return]
+
+
+def _unwrap(response: httpx.Response) -> Any:
+    request_id = response.headers.get("x-request-id")
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if response.status_code == 200 and isinstance(payload, dict) and "data" in payload:
+        return payload["data"]
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        err = payload["error"]
+        raise ApiError(
+            response.status_code,
+            str(err.get("code")),
+            str(err.get("message")),
+            payload.get("request_id", request_id),
+            err.get("details"),
+        )
+    raise ApiError(response.status_code, "unexpected_response", response.text[:200], request_id)

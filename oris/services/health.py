@@ -1,0 +1,75 @@
+"""Readiness and the database-backed gauges for ``/healthz`` and ``/metrics``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from oris.domain.clock import now_ms
+from oris.domain.errors import Unavailable
+from oris.observability.metrics import DatabaseGauges
+from oris.services.runtime import Runtime
+from oris.store import dead_letters as dlq_store
+from oris.store import dispatch as dispatch_store
+from oris.store import health as health_store
+from oris.store import schema
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Outcome of a readiness check."""
+
+    ok: bool
+    body: dict[str, Any]
+
+
+async def check(rt: Runtime) -> Health:
+    """The database answers and is at the code's schema version."""
+    backend = rt.db.backend.value
+    try:
+        status = await schema.schema_status(rt.db)
+    except Unavailable as error:
+        return Health(False, {"status": "unavailable", "backend": backend, "reason": error.message})
+    except Exception as error:  # any driver failure means "not ready", never a 500
+        return Health(
+            False,
+            {
+                "status": "unavailable",
+                "backend": backend,
+                "reason": f"database check failed: {type(error).__name__}",
+            },
+        )
+    body: dict[str, Any] = {
+        "status": "ok" if status.at_head else "unavailable",
+        "backend": backend,
+        "schema_version": status.database_version,
+        "code_schema_version": status.code_version,
+    }
+    if not status.at_head:
+        body["reason"] = status.describe(rt.db.backend)
+    return Health(status.at_head, body)
+
+
+async def database_gauges(rt: Runtime) -> DatabaseGauges:
+    """Every state gauge, read in one transaction."""
+    now = now_ms()
+    async with rt.db.read() as conn:
+        depth = await dispatch_store.queue_depth(conn, now)
+        dlq = await dlq_store.count_by_replay_status(conn)
+        by_status = await dispatch_store.attempts_by_status(conn)
+        pending = await health_store.interrupts_pending(conn)
+        by_worker = await health_store.active_leases_by(conn, "worker_id", now)
+        by_tenant = await health_store.active_leases_by(conn, "tenant_id", now)
+        stale = await health_store.stale_leases(conn, now)
+        dead_tuples, oldest = await health_store.postgres_table_health(conn)
+    return DatabaseGauges(
+        queue_depth=depth,
+        dlq_depth=dlq,
+        attempts_by_status=by_status,
+        interrupts_pending=pending,
+        active_leases_by_worker=by_worker,
+        active_leases_by_tenant=by_tenant,
+        stale_leases=stale,
+        table_dead_tuples=dead_tuples,
+        oldest_transaction_age_seconds=oldest,
+    )

@@ -1,0 +1,528 @@
+"""Job use cases: run, read, cancel. One transaction each; audit rows in the same transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oris.domain.clock import now_ms
+from oris.domain.errors import Conflict, InvalidArgument, NotFound
+from oris.domain.retry import RetryPolicy
+from oris.domain.states import (
+    LIVE_ATTEMPT_STATUSES,
+    AttemptStatus,
+    InterruptStatus,
+    JobStatus,
+    LeaseState,
+)
+from oris.domain.trace import TraceContext
+from oris.domain.validation import (
+    TimeoutPolicy,
+    check_id,
+    check_offset,
+    check_priority,
+    clamp_limit,
+    optional_id,
+    require_id,
+)
+from oris.services import audit
+from oris.services.context import RequestContext
+from oris.services.views import (
+    attempt_trace,
+    attempt_view,
+    checkpoint_item,
+    interrupt_view,
+    job_list_item,
+    observability_view,
+    timeline_items,
+    trace_view,
+)
+from oris.store import interrupts as interrupt_store
+from oris.store import jobs as job_store
+from oris.store import leases as lease_store
+from oris.store.database import Database
+from oris.store.records import AttemptRecord, JobRecord, dump_json
+
+DEFAULT_WORKFLOW = "echo"
+LIST_DEFAULT_LIMIT = 50
+LIST_MAX_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class RunCommand:
+    """What a caller asked ``POST /v1/jobs/run`` to do, before validation."""
+
+    thread_id: str | None
+    input: Any = None
+    idempotency_key: str | None = None
+    timeout_policy: dict[str, Any] | None = None
+    priority: int | None = None
+    tenant_id: str | None = None
+    workflow: str | None = None
+    retry_policy: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ValidRun:
+    """A run request that passed every check; nothing has been written yet."""
+
+    thread_id: str
+    input: Any
+    idempotency_key: str | None
+    timeout: TimeoutPolicy | None
+    priority: int
+    tenant_id: str | None
+    workflow: str
+    retry: RetryPolicy | None
+    trace: TraceContext
+
+    def payload_hash(self) -> str:
+        """Fingerprint of everything that defines the run (trace context excluded)."""
+        canonical = dump_json(
+            {
+                "thread_id": self.thread_id,
+                "input": self.input,
+                "workflow": self.workflow,
+                "timeout": None
+                if self.timeout is None
+                else [self.timeout.timeout_ms, self.timeout.on_timeout_status.value],
+                "priority": self.priority,
+                "tenant_id": self.tenant_id,
+                "retry": None if self.retry is None else self.retry.to_json(),
+            }
+        )
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_retry_policy(raw: dict[str, Any] | None) -> RetryPolicy | None:
+    """Validate a ``retry_policy`` object from a request body."""
+    if raw is None:
+        return None
+    return RetryPolicy.parse(
+        strategy=str(raw.get("strategy", "")),
+        backoff_ms=int(raw.get("backoff_ms", 0)),
+        max_retries=int(raw.get("max_retries", 0)),
+        max_backoff_ms=raw.get("max_backoff_ms"),
+        multiplier=raw.get("multiplier"),
+    )
+
+
+def validate_run(command: RunCommand, traceparent: str | None) -> ValidRun:
+    """Every check of a run, in upstream's order where it has one, before any write (G11)."""
+    thread_id = require_id("thread_id", command.thread_id)
+    priority = check_priority(command.priority)
+    tenant_id = optional_id("tenant_id", command.tenant_id)
+    key = command.idempotency_key
+    if key is not None:
+        if not key.strip():
+            raise InvalidArgument("idempotency_key must not be empty")
+        check_id("idempotency_key", key)
+    timeout = None
+    if command.timeout_policy is not None:
+        timeout = TimeoutPolicy.parse(
+            int(command.timeout_policy["timeout_ms"]),
+            str(command.timeout_policy["on_timeout_status"]),
+        )
+    workflow = DEFAULT_WORKFLOW
+    if command.workflow is not None:
+        workflow = require_id("workflow", command.workflow)
+    retry = parse_retry_policy(command.retry_policy)
+    trace = TraceContext.start(traceparent)
+    return ValidRun(
+        thread_id, command.input, key, timeout, priority, tenant_id, workflow, retry, trace
+    )
+
+
+def attempt_values(
+    *,
+    attempt_id: str,
+    thread_id: str,
+    run_no: int,
+    kind: str,
+    workflow: str,
+    priority: int,
+    tenant_id: str | None,
+    timeout_ms: int | None,
+    timeout_status: str | None,
+    retry: RetryPolicy | None,
+    trace: TraceContext | None,
+    start_checkpoint_id: str | None,
+    resume_value: Any,
+    has_resume_value: bool,
+    now: int,
+) -> dict[str, Any]:
+    """Column values of a fresh, queued attempt (attempt number 1)."""
+    return {
+        "attempt_id": attempt_id,
+        "run_id": thread_id,
+        "run_no": run_no,
+        "attempt_no": 1,
+        "status": AttemptStatus.QUEUED.value,
+        "kind": kind,
+        "workflow": workflow,
+        "priority": priority,
+        "tenant_id": tenant_id,
+        "available_at_ms": now,
+        "execution_timeout_ms": timeout_ms,
+        "timeout_terminal_status": timeout_status,
+        "retry_strategy": None if retry is None else retry.strategy.value,
+        "retry_backoff_ms": None if retry is None else retry.backoff_ms,
+        "retry_max_backoff_ms": None if retry is None else retry.max_backoff_ms,
+        "retry_multiplier": None if retry is None else retry.multiplier,
+        "retry_max_retries": None if retry is None else retry.max_retries,
+        "trace_id": None if trace is None else trace.trace_id,
+        "trace_parent_span_id": None if trace is None else trace.parent_span_id,
+        "trace_span_id": None if trace is None else trace.span_id,
+        "trace_flags": "01" if trace is None else trace.flags,
+        "start_checkpoint_id": start_checkpoint_id,
+        "resume_value_json": dump_json(resume_value) if has_resume_value else None,
+        "created_at_ms": now,
+        "updated_at_ms": now,
+    }
+
+
+def _refuse_rerun(job: JobRecord) -> None:
+    if job.status == JobStatus.CANCELLED:
+        raise Conflict(f"thread '{job.thread_id}' is cancelled")
+    if job.status not in {JobStatus.COMPLETED, JobStatus.FAILED}:
+        raise Conflict(
+            f"thread '{job.thread_id}' already has an active run (status {job.status})",
+            {"thread_id": job.thread_id, "status": job.status},
+        )
+
+
+async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[str, Any]:
+    """Store a job and its first attempt in one transaction and return at once (``queued``)."""
+    valid = validate_run(command, ctx.traceparent)
+    payload_hash = valid.payload_hash()
+    now = now_ms()
+    async with db.write() as conn:
+        if valid.idempotency_key is not None:
+            stored = await job_store.reserve_idempotency_key(
+                conn,
+                key=valid.idempotency_key,
+                operation="run",
+                thread_id=valid.thread_id,
+                payload_hash=payload_hash,
+                now_ms=now,
+            )
+            if stored is not None:
+                return _replay_stored_run(valid, payload_hash, stored)
+        response = await _start_run(conn, ctx, valid, now)
+        if valid.idempotency_key is not None:
+            await job_store.store_idempotent_response(conn, valid.idempotency_key, response)
+        return response
+
+
+def _replay_stored_run(
+    valid: ValidRun, payload_hash: str, stored: tuple[str, str, str, Any]
+) -> dict[str, Any]:
+    operation, thread_id, stored_hash, response = stored
+    if operation != "run" or thread_id != valid.thread_id or stored_hash != payload_hash:
+        raise Conflict(
+            "idempotency_key already exists with different request payload",
+            {"idempotency_key": valid.idempotency_key, "operation": operation},
+        )
+    return {**response, "idempotent_replay": True}
+
+
+async def _start_run(
+    conn: AsyncConnection, ctx: RequestContext, valid: ValidRun, now: int
+) -> dict[str, Any]:
+    job_values: dict[str, Any] = {
+        "status": JobStatus.QUEUED.value,
+        "workflow": valid.workflow,
+        "input_json": dump_json(valid.input),
+        "tenant_id": valid.tenant_id,
+        "priority": valid.priority,
+        "timeout_ms": None if valid.timeout is None else valid.timeout.timeout_ms,
+        "timeout_status": None if valid.timeout is None else valid.timeout.on_timeout_status.value,
+        "retry_policy_json": None if valid.retry is None else dump_json(valid.retry.to_json()),
+        "output_json": None,
+        "error_json": None,
+        "cancel_reason": None,
+        "updated_at_ms": now,
+    }
+    created = await job_store.insert_job_if_absent(
+        conn, {"thread_id": valid.thread_id, "run_no": 1, "created_at_ms": now, **job_values}
+    )
+    run_no = 1
+    if not created:
+        existing = await job_store.get_job(conn, valid.thread_id, lock=True)
+        if existing is None:  # deleted between the two statements: nothing deletes jobs
+            raise Conflict(f"thread '{valid.thread_id}' changed concurrently; retry")
+        _refuse_rerun(existing)
+        run_no = existing.run_no + 1
+    attempt_id = job_store.new_attempt_id(valid.thread_id)
+    initial = await job_store.insert_checkpoint(
+        conn, thread_id=valid.thread_id, attempt_id=None, step=None, state={}, now_ms=now
+    )
+    await job_store.insert_attempt(
+        conn,
+        attempt_values(
+            attempt_id=attempt_id,
+            thread_id=valid.thread_id,
+            run_no=run_no,
+            kind="run",
+            workflow=valid.workflow,
+            priority=valid.priority,
+            tenant_id=valid.tenant_id,
+            timeout_ms=job_values["timeout_ms"],
+            timeout_status=job_values["timeout_status"],
+            retry=valid.retry,
+            trace=valid.trace,
+            start_checkpoint_id=initial.checkpoint_id,
+            resume_value=None,
+            has_resume_value=False,
+            now=now,
+        ),
+    )
+    await job_store.update_job(
+        conn,
+        valid.thread_id,
+        {**job_values, "run_no": run_no, "current_attempt_id": attempt_id},
+    )
+    await job_store.add_event(
+        conn,
+        thread_id=valid.thread_id,
+        event_type="job_queued",
+        attempt_id=attempt_id,
+        checkpoint_id=initial.checkpoint_id,
+        details={"run_no": run_no, "workflow": valid.workflow, "request_id": ctx.request_id},
+        now_ms=now,
+    )
+    await audit.write(
+        conn,
+        ctx,
+        action="job.run",
+        resource_type="thread",
+        resource_id=valid.thread_id,
+        details={"attempt_id": attempt_id, "run_no": run_no, "workflow": valid.workflow},
+    )
+    return {
+        "thread_id": valid.thread_id,
+        "status": JobStatus.QUEUED.value,
+        "interrupts": [],
+        "idempotency_key": valid.idempotency_key,
+        "idempotent_replay": False,
+        "trace": trace_view(valid.trace),
+        "attempt_id": attempt_id,
+        "run_no": run_no,
+        "workflow": valid.workflow,
+    }
+
+
+async def list_jobs(
+    db: Database, *, status: str | None, limit: int | None, offset: int | None
+) -> dict[str, Any]:
+    """``ListJobsResponse`` with a total count and the page bounds."""
+    resolved_limit = clamp_limit(limit, default=LIST_DEFAULT_LIMIT, maximum=LIST_MAX_LIMIT)
+    resolved_offset = check_offset(offset)
+    if status is not None:
+        status = status.strip() or None
+        if status is not None and status not in {s.value for s in JobStatus}:
+            raise InvalidArgument("status must be one of: " + "|".join(s.value for s in JobStatus))
+    async with db.read() as conn:
+        rows = await job_store.list_jobs(
+            conn, status=status, limit=resolved_limit, offset=resolved_offset
+        )
+        total = await job_store.count_jobs(conn, status=status)
+    return {
+        "jobs": [job_list_item(job) for job in rows],
+        "total": total,
+        "limit": resolved_limit,
+        "offset": resolved_offset,
+    }
+
+
+async def _require_job(conn: AsyncConnection, thread_id: str, *, lock: bool = False) -> JobRecord:
+    job = await job_store.get_job(conn, require_id("thread_id", thread_id), lock=lock)
+    if job is None:
+        raise NotFound(f"No state found for thread: {thread_id}")
+    return job
+
+
+def _state_view(job: JobRecord, checkpoint_id: str | None, values: Any) -> dict[str, Any]:
+    return {
+        "thread_id": job.thread_id,
+        "checkpoint_id": checkpoint_id,
+        "created_at": _created_at(job),
+        "values": values,
+        "status": job.status,
+        "workflow": job.workflow,
+        "input": job.input,
+        "output": job.output,
+        "error": job.error,
+        "run_no": job.run_no,
+        "tenant_id": job.tenant_id,
+        "priority": job.priority,
+        "updated_at": _updated_at(job),
+    }
+
+
+def _created_at(job: JobRecord) -> str:
+    return job_list_item(job)["created_at"]  # type: ignore[no-any-return]
+
+
+def _updated_at(job: JobRecord) -> str:
+    return job_list_item(job)["updated_at"]  # type: ignore[no-any-return]
+
+
+async def get_state(db: Database, thread_id: str) -> dict[str, Any]:
+    """``JobStateResponse``: the latest checkpoint's state plus the job's true status."""
+    async with db.read() as conn:
+        job = await _require_job(conn, thread_id)
+        latest = await job_store.latest_checkpoint(conn, job.thread_id)
+    return _state_view(job, latest and latest.checkpoint_id, latest.state if latest else {})
+
+
+async def detail(db: Database, thread_id: str) -> dict[str, Any]:
+    """``JobDetailResponse`` with the attempts, their leases and the pending interrupt."""
+    async with db.read() as conn:
+        job = await _require_job(conn, thread_id)
+        checkpoints = await job_store.list_checkpoints(conn, job.thread_id)
+        events = await job_store.list_events(conn, job.thread_id)
+        attempt_rows = await job_store.list_attempts(conn, job.thread_id)
+        leases = await job_store.leases_for_attempts(conn, [a.attempt_id for a in attempt_rows])
+        pending = await interrupt_store.pending_for_thread(conn, job.thread_id)
+    latest = checkpoints[-1] if checkpoints else None
+    current = _current_attempt(job, attempt_rows)
+    view = _state_view(job, latest and latest.checkpoint_id, latest.state if latest else {})
+    view.update(
+        {
+            "history": [checkpoint_item(cp) for cp in checkpoints],
+            "timeline": timeline_items(events),
+            "pending_interrupt": None if pending is None else interrupt_view(pending),
+            "trace": None if current is None else trace_view(attempt_trace(current)),
+            "attempts": [
+                attempt_view(a, [lease for lease in leases if lease.attempt_id == a.attempt_id])
+                for a in attempt_rows
+            ],
+            "current_attempt_id": job.current_attempt_id,
+            "cancel_reason": job.cancel_reason,
+        }
+    )
+    observability = observability_view(checkpoints, events)
+    if observability is not None:
+        view["observability"] = observability
+    return view
+
+
+def _current_attempt(job: JobRecord, attempt_rows: list[AttemptRecord]) -> AttemptRecord | None:
+    for attempt in reversed(attempt_rows):
+        if attempt.attempt_id == job.current_attempt_id:
+            return attempt
+    return attempt_rows[-1] if attempt_rows else None
+
+
+async def history(db: Database, thread_id: str) -> dict[str, Any]:
+    """``JobHistoryResponse``: checkpoints oldest first; unknown thread gives an empty list."""
+    require_id("thread_id", thread_id)
+    async with db.read() as conn:
+        checkpoints = await job_store.list_checkpoints(conn, thread_id)
+    return {"thread_id": thread_id, "history": [checkpoint_item(cp) for cp in checkpoints]}
+
+
+async def timeline(db: Database, thread_id: str, *, export: bool = False) -> dict[str, Any]:
+    """``JobTimelineResponse`` (or ``TimelineExportResponse``): every event of the thread."""
+    require_id("thread_id", thread_id)
+    async with db.read() as conn:
+        events = await job_store.list_events(conn, thread_id)
+        checkpoints = await job_store.list_checkpoints(conn, thread_id)
+    if not events:
+        raise NotFound(f"No timeline found for thread: {thread_id}")
+    data: dict[str, Any] = {"thread_id": thread_id, "timeline": timeline_items(events)}
+    if export:
+        data["history"] = [checkpoint_item(cp) for cp in checkpoints]
+        data["checkpoints"] = [{**checkpoint_item(cp), "values": cp.state} for cp in checkpoints]
+    observability = observability_view(checkpoints, events)
+    if observability is not None:
+        data["observability"] = observability
+    return data
+
+
+async def checkpoint(db: Database, thread_id: str, checkpoint_id: str) -> dict[str, Any]:
+    """``CheckpointInspectResponse``: one checkpoint's stored state."""
+    require_id("thread_id", thread_id)
+    if not checkpoint_id.strip():
+        raise InvalidArgument("checkpoint_id must not be empty")
+    check_id("checkpoint_id", checkpoint_id)
+    async with db.read() as conn:
+        found = await job_store.get_checkpoint(conn, thread_id, checkpoint_id)
+    if found is None:
+        raise NotFound(f"Checkpoint not found: {checkpoint_id}")
+    return {
+        "thread_id": thread_id,
+        "checkpoint_id": found.checkpoint_id,
+        "created_at": checkpoint_item(found)["created_at"],
+        "values": found.state,
+        "seq": found.seq,
+        "step": found.step,
+        "attempt_id": found.attempt_id,
+    }
+
+
+async def cancel(
+    db: Database, ctx: RequestContext, thread_id: str, reason: str | None
+) -> dict[str, Any]:
+    """Persist a cancel: live attempt cancelled, its lease revoked, pending interrupts closed."""
+    now = now_ms()
+    async with db.write() as conn:
+        job = await _require_job(conn, thread_id, lock=True)
+        if job.status == JobStatus.CANCELLED:
+            return {"thread_id": job.thread_id, "status": "cancelled", "reason": job.cancel_reason}
+        if job.status in {JobStatus.COMPLETED, JobStatus.FAILED}:
+            raise Conflict(
+                f"thread '{job.thread_id}' already finished with status {job.status}",
+                {"thread_id": job.thread_id, "status": job.status},
+            )
+        await cancel_job_in(conn, job, reason=reason, now=now, event_type="job_cancelled")
+        await audit.write(
+            conn,
+            ctx,
+            action="job.cancel",
+            resource_type="thread",
+            resource_id=job.thread_id,
+            details={"reason": reason},
+        )
+    return {"thread_id": job.thread_id, "status": "cancelled", "reason": reason}
+
+
+async def cancel_job_in(
+    conn: AsyncConnection, job: JobRecord, *, reason: str | None, now: int, event_type: str
+) -> None:
+    """Cancel a job inside the caller's transaction (shared by cancel and interrupt reject)."""
+    if job.current_attempt_id is not None:
+        cancelled = await job_store.update_attempt(
+            conn,
+            job.current_attempt_id,
+            {
+                "status": AttemptStatus.CANCELLED.value,
+                "finished_at_ms": now,
+                "updated_at_ms": now,
+                "retry_at_ms": None,
+            },
+            expected_statuses=[s.value for s in LIVE_ATTEMPT_STATUSES]
+            + [AttemptStatus.INTERRUPTED.value],
+        )
+        if cancelled:
+            await lease_store.end_active_lease(
+                conn, job.current_attempt_id, LeaseState.REVOKED, now
+            )
+    await interrupt_store.close_pending(conn, job.thread_id, InterruptStatus.CANCELLED)
+    await job_store.update_job(
+        conn,
+        job.thread_id,
+        {"status": JobStatus.CANCELLED.value, "cancel_reason": reason, "updated_at_ms": now},
+    )
+    await job_store.add_event(
+        conn,
+        thread_id=job.thread_id,
+        event_type=event_type,
+        attempt_id=job.current_attempt_id,
+        details={"reason": reason},
+        now_ms=now,
+    )

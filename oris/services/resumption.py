@@ -1,0 +1,519 @@
+"""Interrupts (resume, reject), job resume, job replay with its guard, and DLQ replay."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oris.domain.clock import now_ms, to_rfc3339
+from oris.domain.errors import Conflict, InvalidArgument, NotFound
+from oris.domain.retry import RetryPolicy
+from oris.domain.states import (
+    AttemptStatus,
+    InterruptStatus,
+    JobStatus,
+    LeaseState,
+)
+from oris.domain.trace import TraceContext
+from oris.domain.validation import check_id, clamp_limit, require_id
+from oris.services import audit
+from oris.services.context import RequestContext
+from oris.services.jobs import attempt_values, cancel_job_in
+from oris.services.runtime import Runtime
+from oris.services.views import attempt_trace, dead_letter_view, interrupt_view, trace_view
+from oris.store import dead_letters as dlq_store
+from oris.store import interrupts as interrupt_store
+from oris.store import jobs as job_store
+from oris.store import leases as lease_store
+from oris.store.database import Database
+from oris.store.dialect import insert_ignore
+from oris.store.records import InterruptRecord, JobRecord, dump_json, load_json
+from oris.store.tables import replay_effects
+
+INTERRUPT_LIST_DEFAULT = 50
+INTERRUPT_LIST_MAX = 200
+DLQ_LIST_DEFAULT = 100
+DLQ_LIST_MAX = 500
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(dump_json(value).encode()).hexdigest()
+
+
+async def list_interrupts(
+    db: Database, *, status: str | None, run_id: str | None, limit: int | None
+) -> dict[str, Any]:
+    """``InterruptListResponse``, newest first."""
+    resolved = clamp_limit(limit, default=INTERRUPT_LIST_DEFAULT, maximum=INTERRUPT_LIST_MAX)
+    status = (status or "").strip() or None
+    run_id = (run_id or "").strip() or None
+    async with db.read() as conn:
+        rows = await interrupt_store.list_interrupts(
+            conn, status=status, run_id=run_id, limit=resolved
+        )
+    return {"interrupts": [interrupt_view(row, with_attempt=False) for row in rows]}
+
+
+async def get_interrupt(db: Database, interrupt_id: str) -> dict[str, Any]:
+    """``InterruptDetailResponse``."""
+    async with db.read() as conn:
+        found = await interrupt_store.get(conn, require_id("interrupt_id", interrupt_id))
+    if found is None:
+        raise NotFound("interrupt not found", {"interrupt_id": interrupt_id})
+    return interrupt_view(found)
+
+
+async def _require_live_job(conn: AsyncConnection, thread_id: str) -> JobRecord:
+    job = await job_store.get_job(conn, thread_id, lock=True)
+    if job is None:
+        raise NotFound(f"No state found for thread: {thread_id}")
+    if job.status == JobStatus.CANCELLED:
+        raise Conflict(f"thread '{thread_id}' is cancelled")
+    return job
+
+
+async def _queue_follow_up(
+    conn: AsyncConnection,
+    job: JobRecord,
+    *,
+    kind: str,
+    start_checkpoint_id: str | None,
+    resume_value: Any,
+    has_resume_value: bool,
+    trace: TraceContext | None,
+    now: int,
+) -> str:
+    """Queue a new attempt of the job's current run (resume or replay)."""
+    attempt_id = job_store.new_attempt_id(job.thread_id)
+    await job_store.insert_attempt(
+        conn,
+        attempt_values(
+            attempt_id=attempt_id,
+            thread_id=job.thread_id,
+            run_no=job.run_no,
+            kind=kind,
+            workflow=job.workflow,
+            priority=job.priority,
+            tenant_id=job.tenant_id,
+            timeout_ms=job.timeout_ms,
+            timeout_status=job.timeout_status,
+            retry=None if job.retry_policy is None else RetryPolicy.from_json(job.retry_policy),
+            trace=trace,
+            start_checkpoint_id=start_checkpoint_id,
+            resume_value=resume_value,
+            has_resume_value=has_resume_value,
+            now=now,
+        ),
+    )
+    await job_store.update_job(
+        conn,
+        job.thread_id,
+        {
+            "status": JobStatus.QUEUED.value,
+            "current_attempt_id": attempt_id,
+            "output_json": None,
+            "error_json": None,
+            "updated_at_ms": now,
+        },
+    )
+    return attempt_id
+
+
+async def _follow_up_trace(conn: AsyncConnection, job: JobRecord) -> TraceContext | None:
+    if job.current_attempt_id is None:
+        return None
+    current = await job_store.get_attempt(conn, job.current_attempt_id)
+    trace = None if current is None else attempt_trace(current)
+    return None if trace is None else trace.child()
+
+
+async def resume_interrupt(
+    db: Database,
+    ctx: RequestContext,
+    interrupt_id: str,
+    value: Any,
+    *,
+    action: str = "interrupt.resume",
+) -> dict[str, Any]:
+    """Resume a pending interrupt: a new attempt receives ``value``; repeats are idempotent."""
+    require_id("interrupt_id", interrupt_id)
+    payload_hash = _hash(value)
+    async with db.write() as conn:
+        interrupt = await interrupt_store.get(conn, interrupt_id, lock=True)
+        if interrupt is None:
+            raise NotFound("interrupt not found", {"interrupt_id": interrupt_id})
+        return await _resume(conn, ctx, interrupt, value, payload_hash, action=action)
+
+
+async def _resume(
+    conn: AsyncConnection,
+    ctx: RequestContext,
+    interrupt: InterruptRecord,
+    value: Any,
+    payload_hash: str,
+    *,
+    action: str,
+) -> dict[str, Any]:
+    if interrupt.status == InterruptStatus.RESUMED:
+        if interrupt.resume_payload_hash != payload_hash:
+            raise Conflict(
+                "interrupt already resumed with different payload",
+                {"interrupt_id": interrupt.interrupt_id},
+            )
+        return {**interrupt.resume_response, "idempotent_replay": True}
+    if interrupt.status != InterruptStatus.PENDING:
+        raise Conflict(
+            f"interrupt already {interrupt.status}", {"interrupt_id": interrupt.interrupt_id}
+        )
+    now = now_ms()
+    job = await _require_live_job(conn, interrupt.thread_id)
+    if job.status != JobStatus.INTERRUPTED:
+        raise Conflict(
+            f"thread '{job.thread_id}' is not waiting on an interrupt (status {job.status})"
+        )
+    latest = await job_store.latest_checkpoint(conn, job.thread_id)
+    trace = await _follow_up_trace(conn, job)
+    attempt_id = await _queue_follow_up(
+        conn,
+        job,
+        kind="resume",
+        start_checkpoint_id=None if latest is None else latest.checkpoint_id,
+        resume_value=value,
+        has_resume_value=True,
+        trace=trace,
+        now=now,
+    )
+    response = {
+        "thread_id": job.thread_id,
+        "status": JobStatus.QUEUED.value,
+        "interrupts": [],
+        "idempotency_key": None,
+        "idempotent_replay": False,
+        "trace": trace_view(trace),
+        "attempt_id": attempt_id,
+        "interrupt_id": interrupt.interrupt_id,
+    }
+    if not await interrupt_store.mark_resumed(
+        conn, interrupt.interrupt_id, payload_hash=payload_hash, response=response, now_ms=now
+    ):
+        raise Conflict(
+            "interrupt changed concurrently; retry", {"interrupt_id": interrupt.interrupt_id}
+        )
+    await job_store.add_event(
+        conn,
+        thread_id=job.thread_id,
+        event_type="interrupt_resumed",
+        attempt_id=attempt_id,
+        details={"interrupt_id": interrupt.interrupt_id, "request_id": ctx.request_id},
+        now_ms=now,
+    )
+    await audit.write(
+        conn,
+        ctx,
+        action=action,
+        resource_type="interrupt" if action.startswith("interrupt") else "thread",
+        resource_id=interrupt.interrupt_id if action.startswith("interrupt") else job.thread_id,
+        details={"interrupt_id": interrupt.interrupt_id, "attempt_id": attempt_id},
+    )
+    return response
+
+
+async def resume_job(
+    db: Database, ctx: RequestContext, thread_id: str, value: Any
+) -> dict[str, Any]:
+    """Resume the job's pending interrupt (same rules as the interrupt endpoint)."""
+    require_id("thread_id", thread_id)
+    payload_hash = _hash(value)
+    async with db.write() as conn:
+        job = await job_store.get_job(conn, thread_id, lock=True)
+        if job is None:
+            raise NotFound(f"No state found for thread: {thread_id}")
+        if job.status == JobStatus.CANCELLED:
+            raise Conflict(f"thread '{thread_id}' is cancelled")
+        interrupt = await interrupt_store.pending_for_thread(conn, thread_id)
+        if interrupt is None:
+            interrupt = await _latest_resumed(conn, thread_id)
+            if interrupt is None:
+                raise Conflict(f"thread '{thread_id}' has no pending interrupt")
+        return await _resume(conn, ctx, interrupt, value, payload_hash, action="job.resume")
+
+
+async def _latest_resumed(conn: AsyncConnection, thread_id: str) -> InterruptRecord | None:
+    rows = await interrupt_store.list_interrupts(
+        conn, status=InterruptStatus.RESUMED.value, run_id=thread_id, limit=1
+    )
+    return rows[0] if rows else None
+
+
+async def reject_interrupt(
+    db: Database, ctx: RequestContext, interrupt_id: str, reason: str | None
+) -> dict[str, Any]:
+    """Reject a pending interrupt: the job is cancelled and the caller's reason kept."""
+    require_id("interrupt_id", interrupt_id)
+    async with db.write() as conn:
+        interrupt = await interrupt_store.get(conn, interrupt_id, lock=True)
+        if interrupt is None:
+            raise NotFound("interrupt not found", {"interrupt_id": interrupt_id})
+        if interrupt.status != InterruptStatus.PENDING:
+            raise Conflict(f"interrupt already {interrupt.status}", {"interrupt_id": interrupt_id})
+        job = await job_store.get_job(conn, interrupt.thread_id, lock=True)
+        if job is None:
+            raise NotFound(f"No state found for thread: {interrupt.thread_id}")
+        if not await interrupt_store.mark_rejected(conn, interrupt_id, reason):
+            raise Conflict("interrupt changed concurrently; retry", {"interrupt_id": interrupt_id})
+        final_reason = reason if reason else "interrupt rejected"
+        await cancel_job_in(
+            conn, job, reason=final_reason, now=now_ms(), event_type="interrupt_rejected"
+        )
+        await audit.write(
+            conn,
+            ctx,
+            action="interrupt.reject",
+            resource_type="interrupt",
+            resource_id=interrupt_id,
+            details={"thread_id": job.thread_id, "reason": reason},
+        )
+    return {
+        "thread_id": job.thread_id,
+        "status": "cancelled",
+        "reason": final_reason,
+        "interrupt_id": interrupt_id,
+    }
+
+
+async def replay_job(
+    rt: Runtime, ctx: RequestContext, thread_id: str, checkpoint_id: str | None
+) -> dict[str, Any]:
+    """Queue a new attempt from a checkpoint; the guard makes duplicate replays return the first."""
+    require_id("thread_id", thread_id)
+    if checkpoint_id is not None:
+        if not checkpoint_id.strip():
+            raise InvalidArgument("checkpoint_id must not be empty")
+        check_id("checkpoint_id", checkpoint_id)
+    db = rt.db
+    async with db.write() as conn:
+        now = now_ms()
+        job = await _require_live_job(conn, thread_id)
+        if checkpoint_id is not None:
+            target = await job_store.get_checkpoint(conn, thread_id, checkpoint_id)
+            if target is None:
+                raise NotFound(f"Checkpoint not found: {checkpoint_id}")
+        else:
+            target = await job_store.latest_checkpoint(conn, thread_id)
+            if target is None:
+                raise NotFound(f"No state found for thread: {thread_id}")
+        replay_target = f"checkpoint:{target.checkpoint_id}"
+        fingerprint = hashlib.sha256(
+            f"{thread_id}|{replay_target}|job_replay_effect".encode()
+        ).hexdigest()
+        claim_ttl_ms = int(rt.settings.replay_claim_ttl_seconds * 1000)
+        claimed = await insert_ignore(
+            conn,
+            replay_effects,
+            {
+                "fingerprint": fingerprint,
+                "thread_id": thread_id,
+                "replay_target": replay_target,
+                "effect_type": "job_replay",
+                "status": "in_progress",
+                "execution_count": 0,
+                "claim_expires_at_ms": now + claim_ttl_ms,
+                "created_at_ms": now,
+            },
+        )
+        if not claimed:
+            row = (
+                (
+                    await conn.execute(
+                        select(replay_effects).where(replay_effects.c.fingerprint == fingerprint)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            if row["status"] == "completed":
+                return {**load_json(row["response_json"]), "idempotent_replay": True}
+            if row["claim_expires_at_ms"] is not None and row["claim_expires_at_ms"] > now:
+                raise Conflict(
+                    "replay already in progress for this target", {"replay_target": replay_target}
+                )
+            # A claim left behind by a crashed replay: take it over (G12).
+        if job.status not in {JobStatus.COMPLETED, JobStatus.FAILED}:
+            raise Conflict(
+                f"thread '{thread_id}' has an active run (status {job.status}); replay needs a finished job",
+                {"thread_id": thread_id, "status": job.status},
+            )
+        trace = await _follow_up_trace(conn, job)
+        attempt_id = await _queue_follow_up(
+            conn,
+            job,
+            kind="replay",
+            start_checkpoint_id=target.checkpoint_id,
+            resume_value=None,
+            has_resume_value=False,
+            trace=trace,
+            now=now,
+        )
+        response = {
+            "thread_id": thread_id,
+            "status": JobStatus.QUEUED.value,
+            "interrupts": [],
+            "idempotency_key": None,
+            "idempotent_replay": False,
+            "trace": trace_view(trace),
+            "attempt_id": attempt_id,
+            "replay_target": replay_target,
+            "checkpoint_id": target.checkpoint_id,
+        }
+        await conn.execute(
+            update(replay_effects)
+            .where(replay_effects.c.fingerprint == fingerprint)
+            .values(
+                status="completed",
+                execution_count=replay_effects.c.execution_count + 1,
+                attempt_id=attempt_id,
+                completed_at_ms=now,
+                claim_expires_at_ms=None,
+                response_json=dump_json(response),
+            )
+        )
+        await job_store.add_event(
+            conn,
+            thread_id=thread_id,
+            event_type="replay_queued",
+            attempt_id=attempt_id,
+            checkpoint_id=target.checkpoint_id,
+            details={"replay_target": replay_target, "request_id": ctx.request_id},
+            now_ms=now,
+        )
+        await audit.write(
+            conn,
+            ctx,
+            action="job.replay",
+            resource_type="thread",
+            resource_id=thread_id,
+            details={"replay_target": replay_target, "attempt_id": attempt_id},
+        )
+    return response
+
+
+async def list_dead_letters(
+    db: Database, *, status: str | None, limit: int | None
+) -> dict[str, Any]:
+    """``DeadLetterListResponse``, newest first; limit clamped to 1..500."""
+    resolved = clamp_limit(limit, default=DLQ_LIST_DEFAULT, maximum=DLQ_LIST_MAX)
+    status = (status or "").strip() or None
+    async with db.read() as conn:
+        rows = await dlq_store.list_entries(conn, replay_status=status, limit=resolved)
+    return {"entries": [dead_letter_view(row) for row in rows]}
+
+
+async def get_dead_letter(db: Database, attempt_id: str) -> dict[str, Any]:
+    """``DeadLetterItem``."""
+    if not attempt_id.strip():
+        raise InvalidArgument("attempt_id must not be empty")
+    async with db.read() as conn:
+        entry = await dlq_store.get(conn, attempt_id)
+    if entry is None:
+        raise NotFound("dead letter not found", {"attempt_id": attempt_id})
+    return dead_letter_view(entry)
+
+
+async def replay_dead_letter(db: Database, ctx: RequestContext, attempt_id: str) -> dict[str, Any]:
+    """Requeue a dead-lettered attempt with a fresh retry budget; one of many racers wins."""
+    if not attempt_id.strip():
+        raise InvalidArgument("attempt_id must not be empty")
+    async with db.write() as conn:
+        now = now_ms()
+        entry = await dlq_store.get(conn, attempt_id, lock=True)
+        if entry is None:
+            raise NotFound(f"dead letter not found for attempt: {attempt_id}")
+        if entry.replay_status != "pending":
+            raise Conflict(f"dead letter already replayed for attempt: {attempt_id}")
+        attempt = await job_store.get_attempt(conn, attempt_id, lock=True)
+        if attempt is None:
+            raise NotFound(f"attempt not found: {attempt_id}")
+        job = await _require_live_job(conn, attempt.run_id)
+        if job.current_attempt_id != attempt_id or job.status != JobStatus.FAILED:
+            raise Conflict(
+                f"thread '{job.thread_id}' has moved on since this attempt failed (status {job.status})",
+                {"thread_id": job.thread_id},
+            )
+        replay_count = await dlq_store.mark_replayed(conn, attempt_id, now)
+        if replay_count is None:
+            raise Conflict(f"dead letter already replayed for attempt: {attempt_id}")
+        await lease_store.end_active_lease(conn, attempt_id, LeaseState.REVOKED, now)
+        requeued = await job_store.update_attempt(
+            conn,
+            attempt_id,
+            {
+                "status": AttemptStatus.QUEUED.value,
+                "attempt_no": attempt.attempt_no + 1,
+                "retry_base_no": attempt.attempt_no,
+                "available_at_ms": now,
+                "retry_at_ms": None,
+                "started_at_ms": None,
+                "finished_at_ms": None,
+                "updated_at_ms": now,
+            },
+            expected_statuses=[AttemptStatus.FAILED.value],
+        )
+        if not requeued:
+            raise Conflict(f"attempt {attempt_id} is not failed; nothing to replay")
+        await job_store.update_job(
+            conn,
+            job.thread_id,
+            {"status": JobStatus.QUEUED.value, "error_json": None, "updated_at_ms": now},
+        )
+        await job_store.add_event(
+            conn,
+            thread_id=job.thread_id,
+            event_type="dlq_replayed",
+            attempt_id=attempt_id,
+            details={"replay_count": replay_count, "request_id": ctx.request_id},
+            now_ms=now,
+        )
+        await audit.write(
+            conn,
+            ctx,
+            action="dlq.replay",
+            resource_type="attempt",
+            resource_id=attempt_id,
+            details={"thread_id": job.thread_id, "replay_count": replay_count},
+        )
+    return {
+        "attempt_id": attempt_id,
+        "status": "requeued",
+        "replay_count": replay_count,
+        "thread_id": job.thread_id,
+    }
+
+
+async def attempt_retries(db: Database, attempt_id: str) -> dict[str, Any]:
+    """``AttemptRetryHistoryResponse``."""
+    if not attempt_id.strip():
+        raise InvalidArgument("attempt_id must not be empty")
+    async with db.read() as conn:
+        attempt = await job_store.get_attempt(conn, attempt_id)
+        if attempt is None:
+            raise NotFound("attempt not found", {"attempt_id": attempt_id})
+        rows = await dlq_store.retries(conn, attempt_id)
+    return {
+        "attempt_id": attempt_id,
+        "current_attempt_no": attempt.attempt_no,
+        "current_status": attempt.status,
+        "history": [
+            {
+                "retry_no": index,
+                "attempt_no": row["attempt_no"],
+                "strategy": row["strategy"],
+                "backoff_ms": row["backoff_ms"],
+                "max_retries": row["max_retries"],
+                "scheduled_at": to_rfc3339(row["scheduled_at_ms"]),
+            }
+            for index, row in enumerate(rows, start=1)
+        ],
+    }

@@ -1,0 +1,18 @@
+"""The handles every use case needs: database, settings and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oris.config import ServerSettings
+from oris.observability.metrics import RuntimeMetrics
+from oris.store.database import Database
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Owned by the API process; built in its lifespan, never at import."""
+
+    db: Database
+    settings: ServerSettings
+    metrics: RuntimeMetrics

@@ -1,0 +1,785 @@
+"""The worker protocol: poll, heartbeat/extend, report-step and ack, with lease fencing."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oris.domain.clock import now_ms, to_rfc3339
+from oris.domain.errors import Conflict, InvalidArgument, NotFound
+from oris.domain.retry import RetryPolicy
+from oris.domain.states import (
+    AckOutcome,
+    AttemptStatus,
+    DeadLetterReason,
+    JobStatus,
+    LeaseState,
+    job_status_for,
+)
+from oris.domain.validation import check_lease_ttl, require_id
+from oris.services.jobs import parse_retry_policy
+from oris.services.runtime import Runtime
+from oris.services.views import attempt_trace, trace_view
+from oris.store import dead_letters as dlq_store
+from oris.store import dispatch as dispatch_store
+from oris.store import interrupts as interrupt_store
+from oris.store import jobs as job_store
+from oris.store import leases as lease_store
+from oris.store.dialect import insert_ignore
+from oris.store.records import AttemptRecord, LeaseRecord, dump_json
+from oris.store.tables import step_reports
+
+MAX_POLL_BATCH = 100
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+ACK_STATUSES = (*TERMINAL_STATUSES, "interrupted")
+
+
+@dataclass(frozen=True, slots=True)
+class PollCommand:
+    """A worker's poll, before validation."""
+
+    worker_id: str | None
+    limit: int | None = None
+    max_active_leases: int | None = None
+    tenant_max_active_leases: int | None = None
+    workflows: list[str] | None = None
+
+
+def _poll_response(decision: str, **fields: Any) -> dict[str, Any]:
+    keys = (
+        "attempt_id",
+        "lease_id",
+        "lease_expires_at",
+        "reason",
+        "worker_active_leases",
+        "worker_limit",
+        "tenant_id",
+        "tenant_active_leases",
+        "tenant_limit",
+        "trace",
+    )
+    response: dict[str, Any] = {"decision": decision}
+    response.update({key: fields.pop(key, None) for key in keys})
+    response.update(fields)
+    return response
+
+
+def _effective_limit(requested: int | None, ceiling: int) -> int:
+    """A poll may lower the server's cap, never raise it (G6); 0 is treated as 1."""
+    if requested is None:
+        return ceiling
+    if requested < 0:
+        raise InvalidArgument("lease limits must be >= 0")
+    return min(max(requested, 1), ceiling)
+
+
+async def poll(rt: Runtime, command: PollCommand) -> dict[str, Any]:
+    """Dispatch up to ``limit`` attempts to the worker, or say why not (always a 200)."""
+    started = time.perf_counter()
+    worker_id = require_id("worker_id", command.worker_id)
+    if command.limit is not None and command.limit < 0:
+        raise InvalidArgument("limit must be >= 0")
+    batch = min(max(command.limit or 1, 1), MAX_POLL_BATCH)
+    settings = rt.settings
+    worker_cap = _effective_limit(command.max_active_leases, settings.max_active_leases_per_worker)
+    tenant_cap = _effective_limit(
+        command.tenant_max_active_leases, settings.max_active_leases_per_tenant
+    )
+    workflows = None
+    if command.workflows is not None:
+        workflows = [require_id("workflows[]", name) for name in command.workflows]
+        if not workflows:
+            raise InvalidArgument("workflows must not be empty when given")
+    ttl_ms = int(settings.lease_ttl_seconds * 1000)
+    async with rt.db.write() as conn:
+        now = now_ms()
+        active = await lease_store.count_active_for_worker(conn, worker_id, now)
+        if active >= worker_cap:
+            rt.metrics.backpressured("worker_limit")
+            return _poll_response(
+                "backpressure",
+                reason="worker_limit",
+                worker_active_leases=active,
+                worker_limit=worker_cap,
+                dispatches=[],
+            )
+        slots = min(batch, worker_cap - active)
+        tenant_active = await lease_store.tenant_counts(conn, now)
+        dispatched = await _claim(
+            conn, rt, worker_id, slots, tenant_cap, tenant_active, workflows, now, ttl_ms
+        )
+        if not dispatched:
+            throttled = [t for t, n in tenant_active.items() if n >= tenant_cap]
+            waiting = await dispatch_store.first_waiting_tenant(
+                conn, now_ms=now, tenants=throttled, workflows=workflows
+            )
+            if waiting is not None:
+                rt.metrics.backpressured("tenant_limit")
+                return _poll_response(
+                    "backpressure",
+                    reason="tenant_limit",
+                    worker_active_leases=active,
+                    worker_limit=worker_cap,
+                    tenant_id=waiting,
+                    tenant_active_leases=tenant_active.get(waiting, 0),
+                    tenant_limit=tenant_cap,
+                    dispatches=[],
+                )
+            return _poll_response(
+                "noop",
+                worker_active_leases=active,
+                worker_limit=worker_cap,
+                tenant_limit=tenant_cap,
+                dispatches=[],
+            )
+    latency_ms = (time.perf_counter() - started) * 1000
+    for item in dispatched:
+        rt.metrics.dispatched(latency_ms, item.pop("_recovery_ms"))
+    first = dispatched[0]
+    return _poll_response(
+        "dispatched",
+        attempt_id=first["attempt_id"],
+        lease_id=first["lease_id"],
+        lease_expires_at=first["lease_expires_at"],
+        worker_active_leases=active,
+        worker_limit=worker_cap,
+        tenant_id=first["tenant_id"],
+        tenant_active_leases=first["tenant_active_leases"],
+        tenant_limit=tenant_cap,
+        trace=first["trace"],
+        **{k: v for k, v in first.items() if k not in {"tenant_active_leases"}},
+        dispatches=dispatched,
+    )
+
+
+async def _claim(
+    conn: AsyncConnection,
+    rt: Runtime,
+    worker_id: str,
+    slots: int,
+    tenant_cap: int,
+    tenant_active: dict[str, int],
+    workflows: list[str] | None,
+    now: int,
+    ttl_ms: int,
+) -> list[dict[str, Any]]:
+    """Claim attempts in dispatch order, honouring tenant caps as the batch fills up."""
+    dispatched: list[dict[str, Any]] = []
+    for _ in range(4):  # a tenant may reach its cap mid-batch; rescan without it
+        need = slots - len(dispatched)
+        if need <= 0:
+            break
+        excluded = {t for t, n in tenant_active.items() if n >= tenant_cap}
+        candidates = await dispatch_store.claim_candidates(
+            conn, now_ms=now, limit=need, workflows=workflows, excluded_tenants=excluded
+        )
+        if not candidates:
+            break
+        capped_midway = False
+        for attempt in candidates:
+            tenant = attempt.tenant_id
+            if tenant is not None and tenant_active.get(tenant, 0) >= tenant_cap:
+                capped_midway = True
+                continue
+            item = await _lease_attempt(conn, rt, attempt, worker_id, now, ttl_ms)
+            if item is None:
+                continue
+            if tenant is not None:
+                tenant_active[tenant] = tenant_active.get(tenant, 0) + 1
+                item["tenant_active_leases"] = tenant_active[tenant]
+            dispatched.append(item)
+        if not capped_midway and len(candidates) < need:
+            break
+    return dispatched
+
+
+async def _lease_attempt(
+    conn: AsyncConnection,
+    rt: Runtime,
+    attempt: AttemptRecord,
+    worker_id: str,
+    now: int,
+    ttl_ms: int,
+) -> dict[str, Any] | None:
+    trace = attempt_trace(attempt)
+    child = None if trace is None else trace.child()
+    rt.metrics.lease_operation()
+    leased = await dispatch_store.mark_leased(
+        conn,
+        attempt,
+        now_ms=now,
+        trace=(
+            None if child is None else child.parent_span_id,
+            None if child is None else child.span_id,
+        ),
+    )
+    if not leased:
+        rt.metrics.lease_conflict()
+        return None
+    lease_id = f"lease-{uuid.uuid4()}"
+    expires = now + ttl_ms
+    await lease_store.insert_many(
+        conn,
+        [
+            {
+                "lease_id": lease_id,
+                "attempt_id": attempt.attempt_id,
+                "worker_id": worker_id,
+                "tenant_id": attempt.tenant_id,
+                "state": LeaseState.ACTIVE.value,
+                "acquired_at_ms": now,
+                "heartbeat_at_ms": now,
+                "lease_expires_at_ms": expires,
+                "version": 1,
+            }
+        ],
+    )
+    job = await job_store.get_job(conn, attempt.run_id)
+    await job_store.update_job(
+        conn, attempt.run_id, {"status": JobStatus.RUNNING.value, "updated_at_ms": now}
+    )
+    checkpoint = await job_store.latest_checkpoint(
+        conn, attempt.run_id, attempt_id=attempt.attempt_id
+    )
+    if checkpoint is None and attempt.start_checkpoint_id is not None:
+        checkpoint = await job_store.get_checkpoint(
+            conn, attempt.run_id, attempt.start_checkpoint_id
+        )
+    recovery_ms = None
+    if attempt.lease_expired_at_ms is not None:
+        recovery_ms = float(max(now - attempt.lease_expired_at_ms, 0))
+    await job_store.add_event(
+        conn,
+        thread_id=attempt.run_id,
+        event_type="attempt_recovered" if recovery_ms is not None else "attempt_dispatched",
+        attempt_id=attempt.attempt_id,
+        details={"worker_id": worker_id, "attempt_no": attempt.attempt_no, "lease_id": lease_id},
+        now_ms=now,
+    )
+    return {
+        "attempt_id": attempt.attempt_id,
+        "lease_id": lease_id,
+        "lease_expires_at": to_rfc3339(expires),
+        "lease_ttl_seconds": ttl_ms / 1000,
+        "thread_id": attempt.run_id,
+        "run_no": attempt.run_no,
+        "workflow": attempt.workflow,
+        "attempt_no": attempt.attempt_no,
+        "kind": attempt.kind,
+        "input": None if job is None else job.input,
+        "tenant_id": attempt.tenant_id,
+        "tenant_active_leases": None,
+        "priority": attempt.priority,
+        "checkpoint": None
+        if checkpoint is None
+        else {"checkpoint_id": checkpoint.checkpoint_id, "state": checkpoint.state},
+        "resume_value": attempt.resume_value,
+        "has_resume_value": attempt.has_resume_value,
+        "trace": trace_view(child),
+        "_recovery_ms": recovery_ms,
+    }
+
+
+async def _live_lease(
+    conn: AsyncConnection,
+    rt: Runtime,
+    *,
+    worker_id: str,
+    attempt: AttemptRecord,
+    lease_id: str | None,
+    now: int,
+) -> LeaseRecord:
+    """The caller's live lease on the attempt; 409 without naming the owner otherwise (G4)."""
+    lease = await lease_store.active_for_attempt(conn, attempt.attempt_id)
+    if (
+        lease is None
+        or lease.worker_id != worker_id
+        or (lease_id is not None and lease.lease_id != lease_id)
+    ):
+        rt.metrics.lease_conflict()
+        raise Conflict(
+            "attempt is not leased by this worker",
+            {"attempt_id": attempt.attempt_id, "worker_id": worker_id},
+        )
+    if lease.lease_expires_at_ms < now:
+        rt.metrics.lease_conflict()
+        raise Conflict(
+            "lease expired", {"attempt_id": attempt.attempt_id, "lease_id": lease.lease_id}
+        )
+    return lease
+
+
+async def _require_attempt(conn: AsyncConnection, attempt_id: str, *, lock: bool) -> AttemptRecord:
+    attempt = await job_store.get_attempt(conn, attempt_id, lock=lock)
+    if attempt is None:
+        raise NotFound("attempt not found", {"attempt_id": attempt_id})
+    return attempt
+
+
+async def _advance_trace(
+    conn: AsyncConnection, attempt: AttemptRecord, now: int
+) -> dict[str, Any] | None:
+    trace = attempt_trace(attempt)
+    if trace is None:
+        return None
+    child = trace.child()
+    await job_store.update_attempt(
+        conn,
+        attempt.attempt_id,
+        {
+            "trace_parent_span_id": child.parent_span_id,
+            "trace_span_id": child.span_id,
+            "updated_at_ms": now,
+        },
+    )
+    return trace_view(child)
+
+
+async def heartbeat(
+    rt: Runtime, worker_id: str, lease_id: str | None, lease_ttl_seconds: int | None
+) -> dict[str, Any]:
+    """Extend a live lease to now + TTL; expired, foreign or revoked leases answer 409 (G5)."""
+    require_id("worker_id", worker_id)
+    if lease_id is None or not lease_id.strip():
+        raise InvalidArgument("lease_id must not be empty")
+    ttl = check_lease_ttl(lease_ttl_seconds, rt.settings.lease_ttl_seconds)
+    rt.metrics.lease_operation()
+    async with rt.db.write() as conn:
+        now = now_ms()
+        lease = await lease_store.get(conn, lease_id)
+        if lease is None:
+            raise NotFound("lease not found", {"lease_id": lease_id})
+        if lease.worker_id != worker_id:
+            rt.metrics.lease_conflict()
+            raise Conflict("lease ownership mismatch", {"lease_id": lease_id})
+        if lease.state != LeaseState.ACTIVE:
+            rt.metrics.lease_conflict()
+            reason = "job cancelled" if lease.state == LeaseState.REVOKED else lease.state
+            raise Conflict(
+                f"lease is no longer active ({reason})",
+                {"lease_id": lease_id, "state": lease.state},
+            )
+        if lease.lease_expires_at_ms < now:
+            rt.metrics.lease_conflict()
+            raise Conflict("lease expired", {"lease_id": lease_id})
+        expires = now + int(ttl * 1000)
+        if not await lease_store.extend(conn, lease, now_ms=now, expires_at_ms=expires):
+            rt.metrics.lease_conflict()
+            raise Conflict(
+                f"lease heartbeat version conflict for lease: {lease_id}", {"lease_id": lease_id}
+            )
+        attempt = await _require_attempt(conn, lease.attempt_id, lock=False)
+        trace = await _advance_trace(conn, attempt, now)
+    return {
+        "worker_id": worker_id,
+        "lease_id": lease_id,
+        "lease_expires_at": to_rfc3339(expires),
+        "trace": trace,
+        "version": lease.version + 1,
+        "attempt_id": lease.attempt_id,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class StepReport:
+    """A worker's ``report-step`` body."""
+
+    attempt_id: str | None
+    action_id: str | None
+    status: str | None
+    dedupe_token: str | None
+    lease_id: str | None = None
+    checkpoint: dict[str, Any] | None = None
+
+
+def _require_text(field: str, value: str | None) -> str:
+    if value is None or not value.strip():
+        raise InvalidArgument(f"{field} must not be empty")
+    if len(value) > 256:
+        raise InvalidArgument(f"{field} must be 256 characters or fewer")
+    return value
+
+
+async def report_step(rt: Runtime, worker_id: str, report: StepReport) -> dict[str, Any]:
+    """Record a finished step (deduped by token) and, with ``checkpoint``, persist progress."""
+    require_id("worker_id", worker_id)
+    attempt_id = _require_text("attempt_id", report.attempt_id)
+    action_id = _require_text("action_id", report.action_id)
+    status = _require_text("status", report.status)
+    token = _require_text("dedupe_token", report.dedupe_token)
+    if report.checkpoint is not None and "state" not in report.checkpoint:
+        raise InvalidArgument("checkpoint.state is required when checkpoint is given")
+    payload_hash = hashlib.sha256(
+        dump_json([action_id, status, report.checkpoint]).encode()
+    ).hexdigest()
+    async with rt.db.write() as conn:
+        now = now_ms()
+        attempt = await _require_attempt(conn, attempt_id, lock=True)
+        existing = await _existing_report(conn, attempt_id, token)
+        if existing is not None:
+            if existing[0] != payload_hash:
+                raise Conflict(
+                    f"dedupe_token '{token}' already used with different payload for attempt "
+                    f"'{attempt_id}'"
+                )
+            return {
+                "attempt_id": attempt_id,
+                "status": "reported_idempotent",
+                "next_retry_at": None,
+                "next_attempt_no": None,
+                "trace": trace_view(attempt_trace(attempt)),
+                "checkpoint_id": existing[1],
+            }
+        await _live_lease(
+            conn, rt, worker_id=worker_id, attempt=attempt, lease_id=report.lease_id, now=now
+        )
+        checkpoint_id = None
+        if report.checkpoint is not None:
+            step_name = report.checkpoint.get("step") or action_id
+            checkpoint = await job_store.insert_checkpoint(
+                conn,
+                thread_id=attempt.run_id,
+                attempt_id=attempt_id,
+                step=str(step_name),
+                state=report.checkpoint["state"],
+                now_ms=now,
+            )
+            checkpoint_id = checkpoint.checkpoint_id
+        await insert_ignore(
+            conn,
+            step_reports,
+            {
+                "worker_id": worker_id,
+                "attempt_id": attempt_id,
+                "action_id": action_id,
+                "status": status,
+                "dedupe_token": token,
+                "payload_hash": payload_hash,
+                "checkpoint_id": checkpoint_id,
+                "created_at_ms": now,
+            },
+        )
+        await job_store.add_event(
+            conn,
+            thread_id=attempt.run_id,
+            event_type="step_reported",
+            attempt_id=attempt_id,
+            checkpoint_id=checkpoint_id,
+            details={"action_id": action_id, "status": status, "worker_id": worker_id},
+            now_ms=now,
+        )
+        trace = await _advance_trace(conn, attempt, now)
+    return {
+        "attempt_id": attempt_id,
+        "status": "reported",
+        "next_retry_at": None,
+        "next_attempt_no": None,
+        "trace": trace,
+        "checkpoint_id": checkpoint_id,
+    }
+
+
+async def _existing_report(
+    conn: AsyncConnection, attempt_id: str, token: str
+) -> tuple[str | None, str | None] | None:
+    row = (
+        await conn.execute(
+            select(step_reports.c.payload_hash, step_reports.c.checkpoint_id).where(
+                step_reports.c.attempt_id == attempt_id, step_reports.c.dedupe_token == token
+            )
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+@dataclass(frozen=True, slots=True)
+class AckCommand:
+    """A worker's ``ack`` body."""
+
+    attempt_id: str | None
+    terminal_status: str | None
+    retry_policy: dict[str, Any] | None = None
+    lease_id: str | None = None
+    output: Any = None
+    error: dict[str, Any] | None = None
+    interrupt: dict[str, Any] | None = None
+
+
+async def ack(rt: Runtime, worker_id: str, command: AckCommand) -> dict[str, Any]:
+    """Finish the caller's lease: complete, cancel, interrupt, retry or dead-letter."""
+    require_id("worker_id", worker_id)
+    if command.attempt_id is None or not command.attempt_id.strip():
+        raise InvalidArgument("attempt_id must not be empty")
+    policy = parse_retry_policy(command.retry_policy)
+    status = command.terminal_status
+    if status not in ACK_STATUSES:
+        raise InvalidArgument(
+            "terminal_status must be one of: completed|failed|cancelled|interrupted"
+        )
+    if status == "interrupted" and (command.interrupt is None or "value" not in command.interrupt):
+        raise InvalidArgument("interrupt.value is required when terminal_status is interrupted")
+    ack_hash = hashlib.sha256(
+        dump_json(
+            [status, command.retry_policy, command.output, command.error, command.interrupt]
+        ).encode()
+    ).hexdigest()
+    async with rt.db.write() as conn:
+        now = now_ms()
+        attempt = await _require_attempt(conn, command.attempt_id, lock=True)
+        repeated = await _repeated_ack(conn, attempt, worker_id, command.lease_id, ack_hash)
+        if repeated is not None:
+            return repeated
+        lease = await _live_lease(
+            conn, rt, worker_id=worker_id, attempt=attempt, lease_id=command.lease_id, now=now
+        )
+        response, outcome = await _apply_ack(conn, rt, attempt, command, policy, now)
+        response["trace"] = await _advance_trace(conn, attempt, now)
+        if not await lease_store.release(
+            conn, lease, now_ms=now, ack_hash=ack_hash, response=response
+        ):
+            rt.metrics.lease_conflict()
+            raise Conflict(
+                "lease changed concurrently; ack refused", {"attempt_id": attempt.attempt_id}
+            )
+    if outcome in TERMINAL_STATUSES:
+        rt.metrics.terminal(outcome)
+    elif outcome == AckOutcome.RETRY_SCHEDULED:
+        rt.metrics.retry_scheduled()
+    return response
+
+
+async def _repeated_ack(
+    conn: AsyncConnection,
+    attempt: AttemptRecord,
+    worker_id: str,
+    lease_id: str | None,
+    ack_hash: str,
+) -> dict[str, Any] | None:
+    """The stored answer when this worker already acked this lease with the same body."""
+    previous = await lease_store.latest_for_attempt_and_worker(conn, attempt.attempt_id, worker_id)
+    if previous is None or previous.state != LeaseState.RELEASED or previous.ack_hash is None:
+        return None
+    if lease_id is not None and previous.lease_id != lease_id:
+        return None
+    active = await lease_store.active_for_attempt(conn, attempt.attempt_id)
+    if active is not None and active.worker_id == worker_id:
+        return None  # the worker holds a newer lease: this is a new ack, not a repeat
+    if previous.ack_hash != ack_hash:
+        raise Conflict(
+            "attempt was already acked with a different outcome", {"attempt_id": attempt.attempt_id}
+        )
+    return dict(previous.ack_response)
+
+
+async def _apply_ack(
+    conn: AsyncConnection,
+    rt: Runtime,
+    attempt: AttemptRecord,
+    command: AckCommand,
+    policy: RetryPolicy | None,
+    now: int,
+) -> tuple[dict[str, Any], str]:
+    status = command.terminal_status
+    base = {
+        "attempt_id": attempt.attempt_id,
+        "next_retry_at": None,
+        "next_attempt_no": attempt.attempt_no,
+    }
+    if policy is not None:
+        await job_store.update_attempt(conn, attempt.attempt_id, _policy_columns(policy))
+    if status == "interrupted":
+        assert command.interrupt is not None
+        interrupt = await interrupt_store.insert(
+            conn,
+            thread_id=attempt.run_id,
+            attempt_id=attempt.attempt_id,
+            step=command.interrupt.get("step"),
+            value=command.interrupt["value"],
+            now_ms=now,
+        )
+        await _finish(conn, attempt, AttemptStatus.INTERRUPTED, now, output=None, error=None)
+        await job_store.add_event(
+            conn,
+            thread_id=attempt.run_id,
+            event_type="interrupt_opened",
+            attempt_id=attempt.attempt_id,
+            details={"interrupt_id": interrupt.interrupt_id},
+            now_ms=now,
+        )
+        return {
+            **base,
+            "status": AckOutcome.INTERRUPTED.value,
+            "interrupt_id": interrupt.interrupt_id,
+        }, "interrupted"
+    if status == "failed":
+        return await fail_attempt(
+            conn,
+            rt,
+            attempt,
+            policy=policy,
+            error=command.error,
+            now=now,
+            reason=DeadLetterReason.TERMINAL_FAILED,
+        )
+    outcome = AttemptStatus(status)
+    await _finish(conn, attempt, outcome, now, output=command.output, error=command.error)
+    await job_store.add_event(
+        conn,
+        thread_id=attempt.run_id,
+        event_type=f"attempt_{status}",
+        attempt_id=attempt.attempt_id,
+        now_ms=now,
+    )
+    return {**base, "status": status}, str(status)
+
+
+def _policy_columns(policy: RetryPolicy) -> dict[str, Any]:
+    return {
+        "retry_strategy": policy.strategy.value,
+        "retry_backoff_ms": policy.backoff_ms,
+        "retry_max_backoff_ms": policy.max_backoff_ms,
+        "retry_multiplier": policy.multiplier,
+        "retry_max_retries": policy.max_retries,
+    }
+
+
+async def _finish(
+    conn: AsyncConnection,
+    attempt: AttemptRecord,
+    status: AttemptStatus,
+    now: int,
+    *,
+    output: Any,
+    error: Any,
+) -> None:
+    """Move the attempt to a final status and its job to the matching one."""
+    values: dict[str, Any] = {
+        "status": status.value,
+        "finished_at_ms": now,
+        "updated_at_ms": now,
+        "retry_at_ms": None,
+    }
+    if output is not None:
+        values["output_json"] = dump_json(output)
+    if error is not None:
+        values["error_json"] = dump_json(error)
+    await job_store.update_attempt(conn, attempt.attempt_id, values)
+    job_values: dict[str, Any] = {"status": job_status_for(status).value, "updated_at_ms": now}
+    if status is AttemptStatus.COMPLETED:
+        job_values["output_json"] = dump_json(output)
+        job_values["error_json"] = None
+    if error is not None:
+        job_values["error_json"] = dump_json(error)
+    await job_store.update_job(conn, attempt.run_id, job_values)
+
+
+async def fail_attempt(
+    conn: AsyncConnection,
+    rt: Runtime,
+    attempt: AttemptRecord,
+    *,
+    policy: RetryPolicy | None,
+    error: dict[str, Any] | None,
+    now: int,
+    reason: DeadLetterReason,
+) -> tuple[dict[str, Any], str]:
+    """A failure: book a retry when the policy allows it, otherwise dead-letter the attempt."""
+    effective = policy
+    if effective is None and attempt.retry_policy is not None:
+        effective = RetryPolicy.from_json(attempt.retry_policy)
+    if effective is None:
+        job = await job_store.get_job(conn, attempt.run_id)
+        if job is not None and job.retry_policy is not None:
+            effective = RetryPolicy.from_json(job.retry_policy)
+    retryable = not (isinstance(error, dict) and error.get("retryable") is False)
+    base = {"attempt_id": attempt.attempt_id}
+    if (
+        effective is not None
+        and retryable
+        and effective.allows_retry_after(attempt.attempt_no - attempt.retry_base_no)
+    ):
+        delay = effective.delay_ms(attempt.attempt_no - attempt.retry_base_no)
+        if (
+            isinstance(error, dict)
+            and isinstance(error.get("retry_delay_ms"), int)
+            and error["retry_delay_ms"] >= 0
+        ):
+            delay = max(int(error["retry_delay_ms"]), 1)
+        due = now + delay
+        next_no = max(attempt.attempt_no, 1) + 1
+        await job_store.update_attempt(
+            conn,
+            attempt.attempt_id,
+            {
+                "status": AttemptStatus.RETRY_BACKOFF.value,
+                "attempt_no": next_no,
+                "retry_at_ms": due,
+                "available_at_ms": due,
+                "started_at_ms": None,
+                "error_json": None if error is None else dump_json(error),
+                "updated_at_ms": now,
+            },
+        )
+        await dlq_store.add_retry(
+            conn,
+            attempt_id=attempt.attempt_id,
+            attempt_no=next_no,
+            strategy=effective.strategy.value,
+            backoff_ms=delay,
+            max_retries=effective.max_retries,
+            scheduled_at_ms=due,
+            now_ms=now,
+        )
+        await job_store.update_job(
+            conn,
+            attempt.run_id,
+            {
+                "status": JobStatus.RETRY_BACKOFF.value,
+                "error_json": None if error is None else dump_json(error),
+                "updated_at_ms": now,
+            },
+        )
+        await job_store.add_event(
+            conn,
+            thread_id=attempt.run_id,
+            event_type="retry_scheduled",
+            attempt_id=attempt.attempt_id,
+            details={"next_attempt_no": next_no, "delay_ms": delay, "reason": reason.value},
+            now_ms=now,
+        )
+        return {
+            **base,
+            "status": AckOutcome.RETRY_SCHEDULED.value,
+            "next_retry_at": to_rfc3339(due),
+            "next_attempt_no": next_no,
+        }, AckOutcome.RETRY_SCHEDULED.value
+    await _finish(conn, attempt, AttemptStatus.FAILED, now, output=None, error=error)
+    await dlq_store.upsert(
+        conn,
+        attempt_id=attempt.attempt_id,
+        run_id=attempt.run_id,
+        attempt_no=attempt.attempt_no,
+        reason=reason.value,
+        error=error,
+        now_ms=now,
+    )
+    await job_store.add_event(
+        conn,
+        thread_id=attempt.run_id,
+        event_type="dead_lettered",
+        attempt_id=attempt.attempt_id,
+        details={"reason": reason.value, "attempt_no": attempt.attempt_no},
+        now_ms=now,
+    )
+    return {
+        **base,
+        "status": AckOutcome.FAILED.value,
+        "next_retry_at": None,
+        "next_attempt_no": attempt.attempt_no,
+    }, AckOutcome.FAILED.value

@@ -1,0 +1,136 @@
+"""The dispatch queries: which attempts a poll may claim, and the queue's depth."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oris.domain.states import AttemptStatus, LeaseState
+from oris.store.dialect import is_postgres
+from oris.store.records import AttemptRecord
+from oris.store.tables import attempts, leases
+
+_DISPATCHABLE = [AttemptStatus.QUEUED.value, AttemptStatus.RETRY_BACKOFF.value]
+
+
+async def claim_candidates(
+    conn: AsyncConnection,
+    *,
+    now_ms: int,
+    limit: int,
+    workflows: Collection[str] | None,
+    excluded_tenants: Collection[str],
+) -> list[AttemptRecord]:
+    """Dispatchable attempts in dispatch order, row-locked with SKIP LOCKED on PostgreSQL.
+
+    Order: priority (high first), then the time the attempt became available (enqueue time,
+    or a retry's due time), then enqueue sequence, so equal-priority work is FIFO (G9).
+    Tenants already at their cap are excluded in SQL, so they never block others (G6).
+    """
+    statement = (
+        select(attempts)
+        .where(attempts.c.status.in_(_DISPATCHABLE), attempts.c.available_at_ms <= now_ms)
+        .order_by(attempts.c.priority.desc(), attempts.c.available_at_ms, attempts.c.seq)
+        .limit(limit)
+    )
+    if workflows is not None:
+        statement = statement.where(attempts.c.workflow.in_(list(workflows)))
+    if excluded_tenants:
+        statement = statement.where(
+            or_(attempts.c.tenant_id.is_(None), attempts.c.tenant_id.not_in(list(excluded_tenants)))
+        )
+    if is_postgres(conn):
+        statement = statement.with_for_update(skip_locked=True)
+    return [AttemptRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
+
+
+async def first_waiting_tenant(
+    conn: AsyncConnection,
+    *,
+    now_ms: int,
+    tenants: Collection[str],
+    workflows: Collection[str] | None,
+) -> str | None:
+    """The first tenant, in dispatch order, that has dispatchable work but is throttled."""
+    if not tenants:
+        return None
+    statement = (
+        select(attempts.c.tenant_id)
+        .where(
+            attempts.c.status.in_(_DISPATCHABLE),
+            attempts.c.available_at_ms <= now_ms,
+            attempts.c.tenant_id.in_(list(tenants)),
+        )
+        .order_by(attempts.c.priority.desc(), attempts.c.available_at_ms, attempts.c.seq)
+        .limit(1)
+    )
+    if workflows is not None:
+        statement = statement.where(attempts.c.workflow.in_(list(workflows)))
+    value = (await conn.execute(statement)).scalar()
+    return None if value is None else str(value)
+
+
+async def mark_leased(
+    conn: AsyncConnection,
+    attempt: AttemptRecord,
+    *,
+    now_ms: int,
+    trace: tuple[str | None, str | None],
+) -> bool:
+    """Dispatchable → leased, guarded; the current lease's start is the timeout origin (G8)."""
+    parent_span, span = trace
+    result = await conn.execute(
+        update(attempts)
+        .where(attempts.c.attempt_id == attempt.attempt_id, attempts.c.status.in_(_DISPATCHABLE))
+        .values(
+            status=AttemptStatus.LEASED.value,
+            started_at_ms=now_ms,
+            retry_at_ms=None,
+            lease_expired_at_ms=None,
+            trace_parent_span_id=parent_span,
+            trace_span_id=span,
+            updated_at_ms=now_ms,
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def queue_depth(conn: AsyncConnection, now_ms: int) -> int:
+    """Dispatchable attempts, counting those stuck behind an expired lease (G7)."""
+    ready = select(func.count()).where(
+        attempts.c.status.in_(_DISPATCHABLE), attempts.c.available_at_ms <= now_ms
+    )
+    stuck = (
+        select(func.count())
+        .select_from(leases)
+        .where(
+            and_(leases.c.state == LeaseState.ACTIVE.value, leases.c.lease_expires_at_ms < now_ms)
+        )
+    )
+    ready_count = int((await conn.execute(ready)).scalar_one())
+    stuck_count = int((await conn.execute(stuck)).scalar_one())
+    return ready_count + stuck_count
+
+
+async def attempts_by_status(conn: AsyncConnection) -> dict[str, int]:
+    """Attempt counts per status."""
+    statement = select(attempts.c.status, func.count()).group_by(attempts.c.status)
+    return {str(status): int(count) for status, count in (await conn.execute(statement)).all()}
+
+
+async def timed_out(conn: AsyncConnection, *, now_ms: int, limit: int) -> list[AttemptRecord]:
+    """Leased attempts whose execution timeout, counted from the current lease, has elapsed."""
+    statement = (
+        select(attempts)
+        .where(
+            attempts.c.execution_timeout_ms.is_not(None),
+            attempts.c.status.in_([AttemptStatus.LEASED.value, AttemptStatus.RUNNING.value]),
+            attempts.c.started_at_ms + attempts.c.execution_timeout_ms <= now_ms,
+        )
+        .limit(limit)
+    )
+    if is_postgres(conn):
+        statement = statement.with_for_update(skip_locked=True)
+    return [AttemptRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]

@@ -1,0 +1,63 @@
+"""Scrape-time reads: the gauges every replica reports identically, and database health."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oris.domain.states import InterruptStatus, LeaseState
+from oris.store.dialect import is_postgres
+from oris.store.tables import interrupts, leases
+
+
+async def ping(conn: AsyncConnection) -> None:
+    """One round trip."""
+    await conn.execute(text("SELECT 1"))
+
+
+async def interrupts_pending(conn: AsyncConnection) -> int:
+    """Interrupts waiting for a decision."""
+    statement = select(func.count()).where(interrupts.c.status == InterruptStatus.PENDING.value)
+    return int((await conn.execute(statement)).scalar_one())
+
+
+async def stale_leases(conn: AsyncConnection, now_ms: int) -> int:
+    """Active leases past their expiry."""
+    statement = select(func.count()).where(
+        leases.c.state == LeaseState.ACTIVE.value, leases.c.lease_expires_at_ms < now_ms
+    )
+    return int((await conn.execute(statement)).scalar_one())
+
+
+async def active_leases_by(conn: AsyncConnection, column: str, now_ms: int) -> dict[str, int]:
+    """Unexpired active leases grouped by ``worker_id`` or ``tenant_id``."""
+    key = leases.c[column]
+    statement = (
+        select(key, func.count())
+        .where(
+            leases.c.state == LeaseState.ACTIVE.value,
+            leases.c.lease_expires_at_ms >= now_ms,
+            key.is_not(None),
+        )
+        .group_by(key)
+    )
+    return {str(k): int(n) for k, n in (await conn.execute(statement)).all()}
+
+
+async def postgres_table_health(conn: AsyncConnection) -> tuple[dict[str, int], float | None]:
+    """Dead tuples per runtime table and the oldest open transaction's age (PostgreSQL only)."""
+    if not is_postgres(conn):
+        return {}, None
+    dead = await conn.execute(
+        text(
+            "SELECT relname, n_dead_tup FROM pg_stat_user_tables "
+            "WHERE schemaname = current_schema() AND relname LIKE 'runtime_%'"
+        )
+    )
+    oldest = await conn.execute(
+        text(
+            "SELECT COALESCE(EXTRACT(EPOCH FROM max(now() - xact_start)), 0) "
+            "FROM pg_stat_activity WHERE xact_start IS NOT NULL AND datname = current_database()"
+        )
+    )
+    return {str(name): int(count) for name, count in dead.all()}, float(oldest.scalar() or 0.0)

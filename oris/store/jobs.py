@@ -1,0 +1,275 @@
+"""Queries on jobs, attempts, checkpoints, the timeline and idempotency records."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oris.store.dialect import insert_ignore
+from oris.store.records import (
+    AttemptRecord,
+    CheckpointRecord,
+    JobRecord,
+    LeaseRecord,
+    TimelineRecord,
+    dump_json,
+    load_json,
+)
+from oris.store.tables import (
+    attempts,
+    checkpoints,
+    idempotency,
+    jobs,
+    leases,
+    timeline_events,
+)
+
+
+async def get_job(conn: AsyncConnection, thread_id: str, *, lock: bool = False) -> JobRecord | None:
+    """One job, optionally locked for the rest of the transaction."""
+    statement = select(jobs).where(jobs.c.thread_id == thread_id)
+    if lock:
+        statement = statement.with_for_update()
+    row = (await conn.execute(statement)).mappings().first()
+    return None if row is None else JobRecord.from_row(row)
+
+
+async def insert_job_if_absent(conn: AsyncConnection, values: dict[str, Any]) -> bool:
+    """Create a job row; False when the thread id already exists."""
+    return await insert_ignore(conn, jobs, values)
+
+
+async def update_job(conn: AsyncConnection, thread_id: str, values: dict[str, Any]) -> None:
+    """Overwrite columns of one job."""
+    await conn.execute(update(jobs).where(jobs.c.thread_id == thread_id).values(**values))
+
+
+async def list_jobs(
+    conn: AsyncConnection, *, status: str | None, limit: int, offset: int
+) -> list[JobRecord]:
+    """Jobs, most recently updated first."""
+    statement = select(jobs).order_by(jobs.c.updated_at_ms.desc(), jobs.c.thread_id)
+    if status is not None:
+        statement = statement.where(jobs.c.status == status)
+    rows = (await conn.execute(statement.limit(limit).offset(offset))).mappings()
+    return [JobRecord.from_row(row) for row in rows]
+
+
+async def count_jobs(conn: AsyncConnection, *, status: str | None) -> int:
+    """How many jobs match the filter."""
+    statement = select(func.count()).select_from(jobs)
+    if status is not None:
+        statement = statement.where(jobs.c.status == status)
+    return int((await conn.execute(statement)).scalar_one())
+
+
+def new_attempt_id(thread_id: str) -> str:
+    """Attempt ids keep upstream's shape: ``attempt-<thread_id>-<uuid>``."""
+    return f"attempt-{thread_id}-{uuid.uuid4()}"
+
+
+async def insert_attempt(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    """Create an attempt row."""
+    await conn.execute(attempts.insert().values(**values))
+
+
+async def get_attempt(
+    conn: AsyncConnection, attempt_id: str, *, lock: bool = False
+) -> AttemptRecord | None:
+    """One attempt, optionally locked."""
+    statement = select(attempts).where(attempts.c.attempt_id == attempt_id)
+    if lock:
+        statement = statement.with_for_update()
+    row = (await conn.execute(statement)).mappings().first()
+    return None if row is None else AttemptRecord.from_row(row)
+
+
+async def list_attempts(conn: AsyncConnection, thread_id: str) -> list[AttemptRecord]:
+    """Every attempt of a thread, oldest first."""
+    statement = select(attempts).where(attempts.c.run_id == thread_id).order_by(attempts.c.seq)
+    return [AttemptRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
+
+
+async def update_attempt(
+    conn: AsyncConnection,
+    attempt_id: str,
+    values: dict[str, Any],
+    *,
+    expected_statuses: Iterable[str] | None = None,
+) -> bool:
+    """Guarded update: only applies while the attempt is in one of ``expected_statuses``."""
+    statement = update(attempts).where(attempts.c.attempt_id == attempt_id)
+    if expected_statuses is not None:
+        statement = statement.where(attempts.c.status.in_(list(expected_statuses)))
+    result = await conn.execute(statement.values(**values))
+    return bool(result.rowcount)
+
+
+async def leases_for_attempts(
+    conn: AsyncConnection, attempt_ids: Sequence[str]
+) -> list[LeaseRecord]:
+    """Every lease ever granted on the given attempts, oldest first."""
+    if not attempt_ids:
+        return []
+    statement = (
+        select(leases)
+        .where(leases.c.attempt_id.in_(list(attempt_ids)))
+        .order_by(leases.c.acquired_at_ms, leases.c.lease_id)
+    )
+    return [LeaseRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
+
+
+async def insert_checkpoint(
+    conn: AsyncConnection,
+    *,
+    thread_id: str,
+    attempt_id: str | None,
+    step: str | None,
+    state: Any,
+    now_ms: int,
+) -> CheckpointRecord:
+    """Append a checkpoint to a thread; ``seq`` counts checkpoints of the thread from 0."""
+    current = await conn.execute(
+        select(func.max(checkpoints.c.seq)).where(checkpoints.c.thread_id == thread_id)
+    )
+    top = current.scalar()
+    seq = 0 if top is None else int(top) + 1
+    record = CheckpointRecord(
+        checkpoint_id=f"cp-{uuid.uuid4().hex}",
+        thread_id=thread_id,
+        attempt_id=attempt_id,
+        seq=seq,
+        step=step,
+        state=state,
+        created_at_ms=now_ms,
+    )
+    await conn.execute(
+        checkpoints.insert().values(
+            checkpoint_id=record.checkpoint_id,
+            thread_id=thread_id,
+            attempt_id=attempt_id,
+            seq=seq,
+            step=step,
+            state_json=dump_json(state),
+            created_at_ms=now_ms,
+        )
+    )
+    return record
+
+
+async def get_checkpoint(
+    conn: AsyncConnection, thread_id: str, checkpoint_id: str
+) -> CheckpointRecord | None:
+    """One checkpoint of a thread."""
+    statement = select(checkpoints).where(
+        checkpoints.c.thread_id == thread_id, checkpoints.c.checkpoint_id == checkpoint_id
+    )
+    row = (await conn.execute(statement)).mappings().first()
+    return None if row is None else CheckpointRecord.from_row(row)
+
+
+async def latest_checkpoint(
+    conn: AsyncConnection, thread_id: str, *, attempt_id: str | None = None
+) -> CheckpointRecord | None:
+    """The newest checkpoint of a thread, or of one attempt of it."""
+    statement = select(checkpoints).where(checkpoints.c.thread_id == thread_id)
+    if attempt_id is not None:
+        statement = statement.where(checkpoints.c.attempt_id == attempt_id)
+    statement = statement.order_by(checkpoints.c.seq.desc()).limit(1)
+    row = (await conn.execute(statement)).mappings().first()
+    return None if row is None else CheckpointRecord.from_row(row)
+
+
+async def list_checkpoints(conn: AsyncConnection, thread_id: str) -> list[CheckpointRecord]:
+    """Every checkpoint of a thread, oldest first."""
+    statement = (
+        select(checkpoints).where(checkpoints.c.thread_id == thread_id).order_by(checkpoints.c.seq)
+    )
+    return [CheckpointRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
+
+
+async def add_event(
+    conn: AsyncConnection,
+    *,
+    thread_id: str,
+    event_type: str,
+    now_ms: int,
+    attempt_id: str | None = None,
+    checkpoint_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Append one event to a thread's timeline."""
+    await conn.execute(
+        timeline_events.insert().values(
+            thread_id=thread_id,
+            attempt_id=attempt_id,
+            event_type=event_type,
+            checkpoint_id=checkpoint_id,
+            details_json=None if details is None else dump_json(details),
+            created_at_ms=now_ms,
+        )
+    )
+
+
+async def list_events(conn: AsyncConnection, thread_id: str) -> list[TimelineRecord]:
+    """A thread's timeline in order."""
+    statement = (
+        select(timeline_events)
+        .where(timeline_events.c.thread_id == thread_id)
+        .order_by(timeline_events.c.event_id)
+    )
+    return [TimelineRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
+
+
+async def reserve_idempotency_key(
+    conn: AsyncConnection,
+    *,
+    key: str,
+    operation: str,
+    thread_id: str,
+    payload_hash: str,
+    now_ms: int,
+) -> tuple[str, str, str, Any] | None:
+    """Claim a key for this transaction, or return the stored (operation, thread, hash, response).
+
+    The insert takes the key's unique-index lock, so concurrent requests with one key queue
+    behind the first and then see its committed record.
+    """
+    inserted = await insert_ignore(
+        conn,
+        idempotency,
+        {
+            "idempotency_key": key,
+            "operation": operation,
+            "thread_id": thread_id,
+            "payload_hash": payload_hash,
+            "response_json": "null",
+            "created_at_ms": now_ms,
+        },
+    )
+    if inserted:
+        return None
+    row = (
+        (await conn.execute(select(idempotency).where(idempotency.c.idempotency_key == key)))
+        .mappings()
+        .one()
+    )
+    return (
+        row["operation"],
+        row["thread_id"],
+        row["payload_hash"],
+        load_json(row["response_json"]),
+    )
+
+
+async def store_idempotent_response(conn: AsyncConnection, key: str, response: Any) -> None:
+    """Record the response a reserved key replays."""
+    await conn.execute(
+        update(idempotency)
+        .where(idempotency.c.idempotency_key == key)
+        .values(response_json=dump_json(response))
+    )

@@ -1,0 +1,168 @@
+"""Queries on leases: the fencing tokens that say which worker may act on an attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oris.domain.states import LeaseState
+from oris.store.records import LeaseRecord, dump_json
+from oris.store.tables import leases
+
+_ACTIVE = LeaseState.ACTIVE.value
+
+
+async def get(conn: AsyncConnection, lease_id: str, *, lock: bool = False) -> LeaseRecord | None:
+    """One lease by id."""
+    statement = select(leases).where(leases.c.lease_id == lease_id)
+    if lock:
+        statement = statement.with_for_update()
+    row = (await conn.execute(statement)).mappings().first()
+    return None if row is None else LeaseRecord.from_row(row)
+
+
+async def active_for_attempt(conn: AsyncConnection, attempt_id: str) -> LeaseRecord | None:
+    """The attempt's active lease, if any."""
+    statement = select(leases).where(leases.c.attempt_id == attempt_id, leases.c.state == _ACTIVE)
+    row = (await conn.execute(statement)).mappings().first()
+    return None if row is None else LeaseRecord.from_row(row)
+
+
+async def latest_for_attempt_and_worker(
+    conn: AsyncConnection, attempt_id: str, worker_id: str
+) -> LeaseRecord | None:
+    """The newest lease this worker held on the attempt (for repeated acks)."""
+    statement = (
+        select(leases)
+        .where(leases.c.attempt_id == attempt_id, leases.c.worker_id == worker_id)
+        .order_by(leases.c.acquired_at_ms.desc(), leases.c.version.desc())
+        .limit(1)
+    )
+    row = (await conn.execute(statement)).mappings().first()
+    return None if row is None else LeaseRecord.from_row(row)
+
+
+async def insert_many(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Create leases (the partial unique index refuses a second active lease per attempt)."""
+    if rows:
+        await conn.execute(leases.insert(), list(rows))
+
+
+async def extend(
+    conn: AsyncConnection, lease: LeaseRecord, *, now_ms: int, expires_at_ms: int
+) -> bool:
+    """Compare-and-set on the lease version: False when someone changed it first."""
+    result = await conn.execute(
+        update(leases)
+        .where(
+            leases.c.lease_id == lease.lease_id,
+            leases.c.version == lease.version,
+            leases.c.state == _ACTIVE,
+        )
+        .values(
+            heartbeat_at_ms=now_ms,
+            lease_expires_at_ms=expires_at_ms,
+            version=lease.version + 1,
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def end_active_lease(
+    conn: AsyncConnection, attempt_id: str, state: LeaseState, now_ms: int
+) -> bool:
+    """End the attempt's active lease (revoked by cancel, expired by maintenance)."""
+    result = await conn.execute(
+        update(leases)
+        .where(leases.c.attempt_id == attempt_id, leases.c.state == _ACTIVE)
+        .values(state=state.value, ended_at_ms=now_ms, version=leases.c.version + 1)
+    )
+    return bool(result.rowcount)
+
+
+async def release(
+    conn: AsyncConnection, lease: LeaseRecord, *, now_ms: int, ack_hash: str, response: Any
+) -> bool:
+    """Release a lease by its ack, guarded on its version; keeps the ack for repeats."""
+    result = await conn.execute(
+        update(leases)
+        .where(
+            leases.c.lease_id == lease.lease_id,
+            leases.c.state == _ACTIVE,
+            leases.c.version == lease.version,
+        )
+        .values(
+            state=LeaseState.RELEASED.value,
+            ended_at_ms=now_ms,
+            version=lease.version + 1,
+            ack_hash=ack_hash,
+            ack_response_json=dump_json(response),
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def count_active_for_worker(conn: AsyncConnection, worker_id: str, now_ms: int) -> int:
+    """Unexpired active leases held by a worker."""
+    statement = select(func.count()).where(
+        leases.c.state == _ACTIVE,
+        leases.c.worker_id == worker_id,
+        leases.c.lease_expires_at_ms >= now_ms,
+    )
+    return int((await conn.execute(statement)).scalar_one())
+
+
+async def tenant_counts(conn: AsyncConnection, now_ms: int) -> dict[str, int]:
+    """Unexpired active leases per tenant."""
+    statement = (
+        select(leases.c.tenant_id, func.count())
+        .where(
+            leases.c.state == _ACTIVE,
+            leases.c.tenant_id.is_not(None),
+            leases.c.lease_expires_at_ms >= now_ms,
+        )
+        .group_by(leases.c.tenant_id)
+    )
+    return {str(tenant): int(count) for tenant, count in (await conn.execute(statement)).all()}
+
+
+async def claim_expired(
+    conn: AsyncConnection, *, expired_before_ms: int, limit: int
+) -> list[LeaseRecord]:
+    """Active leases past their expiry (and grace), locked so only one sweeper takes each."""
+    statement = (
+        select(leases)
+        .where(leases.c.state == _ACTIVE, leases.c.lease_expires_at_ms < expired_before_ms)
+        .order_by(leases.c.lease_expires_at_ms)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [LeaseRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
+
+
+async def mark_expired(conn: AsyncConnection, lease: LeaseRecord, now_ms: int) -> bool:
+    """Active → expired, guarded on the version the sweeper read."""
+    result = await conn.execute(
+        update(leases)
+        .where(
+            leases.c.lease_id == lease.lease_id,
+            leases.c.state == _ACTIVE,
+            leases.c.version == lease.version,
+        )
+        .values(state=LeaseState.EXPIRED.value, ended_at_ms=now_ms, version=lease.version + 1)
+    )
+    return bool(result.rowcount)
+
+
+async def active_summary(conn: AsyncConnection) -> list[tuple[str, str | None, int, int]]:
+    """(worker_id, tenant_id, lease_expires_at_ms, heartbeat_at_ms) of every active lease."""
+    statement = select(
+        leases.c.worker_id,
+        leases.c.tenant_id,
+        leases.c.lease_expires_at_ms,
+        leases.c.heartbeat_at_ms,
+    ).where(leases.c.state == _ACTIVE)
+    return [(str(w), t, int(e), int(h)) for w, t, e, h in (await conn.execute(statement)).all()]
