@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.states import AttemptStatus, LeaseState
@@ -13,6 +13,15 @@ from oris.store.records import AttemptRecord
 from oris.store.tables import attempts, leases
 
 _DISPATCHABLE = [AttemptStatus.QUEUED.value, AttemptStatus.RETRY_BACKOFF.value]
+RESERVED_WORKFLOW_PREFIX = "oris."
+
+
+def _workflow_filter(workflows: Collection[str] | None) -> ColumnElement[bool]:
+    """Only the workflows a poll names; without a list, anything but reserved ``oris.*`` ones
+    (so ``oris smoke`` jobs never reach a worker that did not ask for them)."""
+    if workflows is not None:
+        return attempts.c.workflow.in_(list(workflows))
+    return attempts.c.workflow.not_like(f"{RESERVED_WORKFLOW_PREFIX}%")
 
 
 async def claim_candidates(
@@ -35,8 +44,7 @@ async def claim_candidates(
         .order_by(attempts.c.priority.desc(), attempts.c.available_at_ms, attempts.c.seq)
         .limit(limit)
     )
-    if workflows is not None:
-        statement = statement.where(attempts.c.workflow.in_(list(workflows)))
+    statement = statement.where(_workflow_filter(workflows))
     if excluded_tenants:
         statement = statement.where(
             or_(attempts.c.tenant_id.is_(None), attempts.c.tenant_id.not_in(list(excluded_tenants)))
@@ -66,8 +74,7 @@ async def first_waiting_tenant(
         .order_by(attempts.c.priority.desc(), attempts.c.available_at_ms, attempts.c.seq)
         .limit(1)
     )
-    if workflows is not None:
-        statement = statement.where(attempts.c.workflow.in_(list(workflows)))
+    statement = statement.where(_workflow_filter(workflows))
     value = (await conn.execute(statement)).scalar()
     return None if value is None else str(value)
 
