@@ -110,6 +110,15 @@ class OrisClient:
                 f"{self.settings.server_url}: {type(error).__name__}: {error}"
             ) from error
 
+    async def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """Call an endpoint whose ``data`` is a JSON object."""
+        data = await self.request(method, path, **kwargs)
+        if not isinstance(data, dict):
+            raise ApiError(
+                200, "unexpected_response", f"{path} returned {type(data).__name__}", None
+            )
+        return data
+
     # Jobs
     async def run_job(self, thread_id: str, input: Any = None, **fields: Any) -> dict[str, Any]:
         """``POST /v1/jobs/run``."""
@@ -121,114 +130,114 @@ class OrisClient:
             "input": input,
             **{k: v for k, v in fields.items() if v is not None},
         }
-        return await self.request("POST", "/v1/jobs/run", json=body, headers=headers or None)  # type: ignore[no-any-return]
+        return await self._object("POST", "/v1/jobs/run", json=body, headers=headers or None)
 
     async def list_jobs(
         self, status: str | None = None, limit: int | None = None, offset: int | None = None
     ) -> dict[str, Any]:
         """``GET /v1/jobs``."""
-        return await self.request(
+        return await self._object(
             "GET", "/v1/jobs", params={"status": status, "limit": limit, "offset": offset}
-        )  # type: ignore[no-any-return]
+        )
 
     async def inspect_job(self, thread_id: str) -> dict[str, Any]:
         """``GET /v1/jobs/{thread_id}``."""
-        return await self.request("GET", f"/v1/jobs/{thread_id}")  # type: ignore[no-any-return]
+        return await self._object("GET", f"/v1/jobs/{thread_id}")
 
     async def job_detail(self, thread_id: str) -> dict[str, Any]:
         """``GET /v1/jobs/{thread_id}/detail``."""
-        return await self.request("GET", f"/v1/jobs/{thread_id}/detail")  # type: ignore[no-any-return]
+        return await self._object("GET", f"/v1/jobs/{thread_id}/detail")
 
     async def job_timeline(self, thread_id: str) -> dict[str, Any]:
         """``GET /v1/jobs/{thread_id}/timeline``."""
-        return await self.request("GET", f"/v1/jobs/{thread_id}/timeline")  # type: ignore[no-any-return]
+        return await self._object("GET", f"/v1/jobs/{thread_id}/timeline")
 
     async def cancel_job(self, thread_id: str, reason: str | None = None) -> dict[str, Any]:
         """``POST /v1/jobs/{thread_id}/cancel``."""
-        return await self.request("POST", f"/v1/jobs/{thread_id}/cancel", json={"reason": reason})  # type: ignore[no-any-return]
+        return await self._object("POST", f"/v1/jobs/{thread_id}/cancel", json={"reason": reason})
 
     async def resume_job(self, thread_id: str, value: Any, **extra: Any) -> dict[str, Any]:
         """``POST /v1/jobs/{thread_id}/resume``."""
-        return await self.request(
+        return await self._object(
             "POST", f"/v1/jobs/{thread_id}/resume", json={"value": value, **extra}
-        )  # type: ignore[no-any-return]
+        )
 
     async def replay_job(
         self, thread_id: str, checkpoint_id: str | None = None, **extra: Any
     ) -> dict[str, Any]:
         """``POST /v1/jobs/{thread_id}/replay``."""
         body = {"checkpoint_id": checkpoint_id, **extra} if checkpoint_id else dict(extra)
-        return await self.request("POST", f"/v1/jobs/{thread_id}/replay", json=body)  # type: ignore[no-any-return]
+        return await self._object("POST", f"/v1/jobs/{thread_id}/replay", json=body)
 
     # Interrupts
     async def list_interrupts(
         self, status: str | None = None, run_id: str | None = None, limit: int | None = None
     ) -> dict[str, Any]:
         """``GET /v1/interrupts``."""
-        return await self.request(
+        return await self._object(
             "GET", "/v1/interrupts", params={"status": status, "run_id": run_id, "limit": limit}
-        )  # type: ignore[no-any-return]
+        )
 
     async def get_interrupt(self, interrupt_id: str) -> dict[str, Any]:
         """``GET /v1/interrupts/{id}``."""
-        return await self.request("GET", f"/v1/interrupts/{interrupt_id}")  # type: ignore[no-any-return]
+        return await self._object("GET", f"/v1/interrupts/{interrupt_id}")
 
     async def resume_interrupt(self, interrupt_id: str, value: Any, **extra: Any) -> dict[str, Any]:
         """``POST /v1/interrupts/{id}/resume``."""
-        return await self.request(
+        return await self._object(
             "POST", f"/v1/interrupts/{interrupt_id}/resume", json={"value": value, **extra}
-        )  # type: ignore[no-any-return]
+        )
 
     async def reject_interrupt(
         self, interrupt_id: str, reason: str | None = None
     ) -> dict[str, Any]:
         """``POST /v1/interrupts/{id}/reject``."""
-        return await self.request(
+        return await self._object(
             "POST", f"/v1/interrupts/{interrupt_id}/reject", json={"reason": reason}
-        )  # type: ignore[no-any-return]
+        )
 
     # DLQ, attempts, audit, keys
     async def list_dlq(self, status: str | None = None, limit: int | None = None) -> dict[str, Any]:
         """``GET /v1/dlq``."""
-        return await self.request("GET", "/v1/dlq", params={"status": status, "limit": limit})  # type: ignore[no-any-return]
+        return await self._object("GET", "/v1/dlq", params={"status": status, "limit": limit})
 
     async def get_dlq(self, attempt_id: str) -> dict[str, Any]:
         """``GET /v1/dlq/{attempt_id}``."""
-        return await self.request("GET", f"/v1/dlq/{attempt_id}")  # type: ignore[no-any-return]
+        return await self._object("GET", f"/v1/dlq/{attempt_id}")
 
     async def replay_dlq(self, attempt_id: str) -> dict[str, Any]:
         """``POST /v1/dlq/{attempt_id}/replay``."""
-        return await self.request("POST", f"/v1/dlq/{attempt_id}/replay")  # type: ignore[no-any-return]
+        return await self._object("POST", f"/v1/dlq/{attempt_id}/replay")
 
     async def attempt_retries(self, attempt_id: str) -> dict[str, Any]:
         """``GET /v1/attempts/{attempt_id}/retries``."""
-        return await self.request("GET", f"/v1/attempts/{attempt_id}/retries")  # type: ignore[no-any-return]
+        return await self._object("GET", f"/v1/attempts/{attempt_id}/retries")
 
     async def audit_logs(self, **filters: Any) -> dict[str, Any]:
         """``GET /v1/audit/logs``."""
-        return await self.request("GET", "/v1/audit/logs", params=filters)  # type: ignore[no-any-return]
+        return await self._object("GET", "/v1/audit/logs", params=filters)
 
     async def list_keys(self) -> dict[str, Any]:
         """``GET /v1/keys``."""
-        return await self.request("GET", "/v1/keys")  # type: ignore[no-any-return]
+        return await self._object("GET", "/v1/keys")
 
     async def create_key(self, role: str, **fields: Any) -> dict[str, Any]:
         """``POST /v1/keys``."""
-        return await self.request("POST", "/v1/keys", json={"role": role, **fields})  # type: ignore[no-any-return]
+        return await self._object("POST", "/v1/keys", json={"role": role, **fields})
 
     async def disable_key(self, key_id: str) -> dict[str, Any]:
         """``POST /v1/keys/{key_id}/disable``."""
-        return await self.request("POST", f"/v1/keys/{key_id}/disable")  # type: ignore[no-any-return]
+        return await self._object("POST", f"/v1/keys/{key_id}/disable")
 
     async def rotate_key(self, key_id: str) -> dict[str, Any]:
         """``POST /v1/keys/{key_id}/rotate``."""
-        return await self.request("POST", f"/v1/keys/{key_id}/rotate")  # type: ignore[no-any-return]
+        return await self._object("POST", f"/v1/keys/{key_id}/rotate")
 
     # Worker protocol
     async def poll(self, worker_id: str, **fields: Any) -> dict[str, Any]:
         """``POST /v1/workers/poll``."""
         body = {"worker_id": worker_id, **{k: v for k, v in fields.items() if v is not None}}
-        return await self.request("POST", "/v1/workers/poll", json=body)  # type: ignore[no-any-return]
+        return await self._object("POST", "/v1/workers/poll", json=body)
 
     async def heartbeat(
         self, worker_id: str, lease_id: str, lease_ttl_seconds: int | None = None
@@ -237,19 +246,19 @@ class OrisClient:
         body: dict[str, Any] = {"lease_id": lease_id}
         if lease_ttl_seconds is not None:
             body["lease_ttl_seconds"] = lease_ttl_seconds
-        return await self.request("POST", f"/v1/workers/{worker_id}/heartbeat", json=body)  # type: ignore[no-any-return]
+        return await self._object("POST", f"/v1/workers/{worker_id}/heartbeat", json=body)
 
     async def report_step(self, worker_id: str, **body: Any) -> dict[str, Any]:
         """``POST /v1/workers/{worker_id}/report-step``."""
-        return await self.request("POST", f"/v1/workers/{worker_id}/report-step", json=body)  # type: ignore[no-any-return]
+        return await self._object("POST", f"/v1/workers/{worker_id}/report-step", json=body)
 
     async def ack(self, worker_id: str, **body: Any) -> dict[str, Any]:
         """``POST /v1/workers/{worker_id}/ack``."""
-        return await self.request(
+        return await self._object(
             "POST",
             f"/v1/workers/{worker_id}/ack",
             json={k: v for k, v in body.items() if v is not None},
-        )  # type: ignore[no-any-return]
+        )
 
 
 def _unwrap(response: httpx.Response) -> Any:

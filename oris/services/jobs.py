@@ -376,7 +376,9 @@ async def get_state(db: Database, thread_id: str) -> dict[str, Any]:
     async with db.read() as conn:
         job = await _require_job(conn, thread_id)
         latest = await job_store.latest_checkpoint(conn, job.thread_id)
-    return _state_view(job, latest and latest.checkpoint_id, latest.state if latest else {})
+    return _state_view(
+        job, latest.checkpoint_id if latest else None, latest.state if latest else {}
+    )
 
 
 async def detail(db: Database, thread_id: str) -> dict[str, Any]:
@@ -390,7 +392,9 @@ async def detail(db: Database, thread_id: str) -> dict[str, Any]:
         pending = await interrupt_store.pending_for_thread(conn, job.thread_id)
     latest = checkpoints[-1] if checkpoints else None
     current = _current_attempt(job, attempt_rows)
-    view = _state_view(job, latest and latest.checkpoint_id, latest.state if latest else {})
+    view = _state_view(
+        job, latest.checkpoint_id if latest else None, latest.state if latest else {}
+    )
     view.update(
         {
             "history": [checkpoint_item(cp) for cp in checkpoints],

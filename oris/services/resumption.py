@@ -186,7 +186,7 @@ async def _resume(
         trace=trace,
         now=now,
     )
-    response = {
+    response: dict[str, Any] = {
         "thread_id": job.thread_id,
         "status": JobStatus.QUEUED.value,
         "interrupts": [],
@@ -357,7 +357,7 @@ async def replay_job(
             trace=trace,
             now=now,
         )
-        response = {
+        response: dict[str, Any] = {
             "thread_id": thread_id,
             "status": JobStatus.QUEUED.value,
             "interrupts": [],

@@ -51,21 +51,24 @@ class PollCommand:
     workflows: list[str] | None = None
 
 
+_POLL_KEYS = (
+    "attempt_id",
+    "lease_id",
+    "lease_expires_at",
+    "reason",
+    "worker_active_leases",
+    "worker_limit",
+    "tenant_id",
+    "tenant_active_leases",
+    "tenant_limit",
+    "trace",
+)
+
+
 def _poll_response(decision: str, **fields: Any) -> dict[str, Any]:
-    keys = (
-        "attempt_id",
-        "lease_id",
-        "lease_expires_at",
-        "reason",
-        "worker_active_leases",
-        "worker_limit",
-        "tenant_id",
-        "tenant_active_leases",
-        "tenant_limit",
-        "trace",
-    )
+    """``WorkerPollResponse``: every upstream key present (null when not applicable)."""
     response: dict[str, Any] = {"decision": decision}
-    response.update({key: fields.pop(key, None) for key in keys})
+    response.update({key: fields.pop(key, None) for key in _POLL_KEYS})
     response.update(fields)
     return response
 
@@ -153,7 +156,7 @@ async def poll(rt: Runtime, command: PollCommand) -> dict[str, Any]:
         tenant_active_leases=first["tenant_active_leases"],
         tenant_limit=tenant_cap,
         trace=first["trace"],
-        **{k: v for k, v in first.items() if k not in {"tenant_active_leases"}},
+        **{k: v for k, v in first.items() if k not in _POLL_KEYS},
         dispatches=dispatched,
     )
 
@@ -627,7 +630,7 @@ async def _apply_ack(
             now=now,
             reason=DeadLetterReason.TERMINAL_FAILED,
         )
-    outcome = AttemptStatus(status)
+    outcome = AttemptStatus(str(status))
     await _finish(conn, attempt, outcome, now, output=command.output, error=command.error)
     await job_store.add_event(
         conn,
