@@ -65,7 +65,9 @@ def server_settings(backend: str, tmp_path: Path, **overrides: Any) -> ServerSet
         "log_format": "text",
     }
     if backend == "sqlite":
-        base.update(runtime_backend="sqlite", sqlite_db=str(tmp_path / f"oris-{uuid.uuid4().hex[:8]}.db"))
+        base.update(
+            runtime_backend="sqlite", sqlite_db=str(tmp_path / f"oris-{uuid.uuid4().hex[:8]}.db")
+        )
     else:
         base.update(
             runtime_backend="postgres",
@@ -150,7 +152,9 @@ class Process:
         return int(self.popen.returncode)
 
 
-def wait_until(predicate: Any, timeout: float = 20.0, interval: float = 0.05, message: str = "condition") -> Any:
+def wait_until(
+    predicate: Any, timeout: float = 20.0, interval: float = 0.05, message: str = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns a truthy value (bounded by ``timeout``)."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -191,6 +195,8 @@ def running_server(settings: ServerSettings, tmp_path: Path, **env: str) -> Iter
 async def lifespan_client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An httpx client bound to the app in-process, with its lifespan running."""
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 5555))
+        transport = httpx.ASGITransport(
+            app=app, client=("127.0.0.1", 5555), raise_app_exceptions=False
+        )
         async with httpx.AsyncClient(transport=transport, base_url="http://oris.test") as client:
             yield client

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from oris.api.auth import Authenticator
 from oris.api.deps import audit_spec, request_id, runtime
 from oris.api.envelope import STATUS_BY_CODE, JsonResponse, error, request_id_from
+from oris.api.ratelimit import RateLimiter
 from oris.api.routes import jobs, operators, workers
 from oris.config import ServerSettings
 from oris.domain.errors import ErrorCode, OrisError, RateLimited, Unavailable
@@ -270,4 +271,5 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
 
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     app.state.metrics = metrics
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     return app

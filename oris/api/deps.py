@@ -11,14 +11,17 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from oris.api.auth import Authenticator, authorize
+from oris.api.ratelimit import RateLimiter
 from oris.domain.errors import (
     Forbidden,
     InvalidArgument,
     OrisError,
+    RateLimited,
     Unauthorized,
     UnsupportedMediaType,
 )
-from oris.services.context import Actor, RequestContext
+from oris.services import audit
+from oris.services.context import Actor, RequestContext, Role
 from oris.services.runtime import Runtime
 
 M = TypeVar("M", bound=BaseModel)
@@ -80,6 +83,13 @@ async def caller(request: Request) -> RequestContext:
         request.scope["oris.actor"] = Actor()
         raise
     request.scope["oris.actor"] = actor
+    client = request.client
+    limiter: RateLimiter = request.app.state.rate_limiter
+    if limiter.enabled:
+        key = f"{actor.actor_type}:{actor.actor_id or (client.host if client else '-')}"
+        wait = limiter.acquire(key)
+        if wait > 0:
+            raise RateLimited("rate limit exceeded for this credential", wait)
     route = request.scope.get("route")
     path = getattr(route, "path", request.url.path)
     try:
@@ -88,7 +98,6 @@ async def caller(request: Request) -> RequestContext:
         if error.details is not None:
             error.details["path"] = path
         raise
-    client = request.client
     return RequestContext(
         request_id=request_id(request),
         actor=actor,
@@ -133,3 +142,22 @@ def field_errors(error: ValidationError) -> list[dict[str, Any]]:
 def error_of(exc: BaseException) -> OrisError | None:
     """The runtime error behind an exception, if it is one."""
     return exc if isinstance(exc, OrisError) else None
+
+
+async def audit_read(
+    request: Request, ctx: RequestContext, action: str, resource_type: str, resource_id: str
+) -> None:
+    """Record a non-admin read of a payload-bearing resource (fails closed: no row, no data)."""
+    if ctx.actor.role is Role.ADMIN or ctx.actor.actor_type == "anonymous":
+        return
+    rt = runtime(request)
+    await audit.record(
+        rt.db,
+        ctx,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        result="success",
+        status_code=200,
+        details={"method": request.method, "path": request.url.path},
+    )

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.clock import now_ms
+from oris.domain.errors import OrisError, Unavailable
 from oris.services.context import RequestContext
 from oris.store import audit as audit_store
 from oris.store.audit import AuditEntry, AuditFilter
@@ -61,6 +62,25 @@ async def write(
     status_code: int = 200,
 ) -> None:
     """Record a successful action in the caller's transaction: no audit row, no change."""
+    try:
+        await _append(conn, ctx, action, resource_type, resource_id, details, status_code)
+    except OrisError:
+        raise
+    except Exception as error:
+        raise Unavailable(
+            "the audit log could not be written; the change was not applied"
+        ) from error
+
+
+async def _append(
+    conn: AsyncConnection,
+    ctx: RequestContext,
+    action: str,
+    resource_type: str,
+    resource_id: str | None,
+    details: dict[str, Any] | None,
+    status_code: int,
+) -> None:
     await audit_store.append(
         conn,
         _entry(

@@ -7,7 +7,9 @@ from typing import Any
 import httpx
 
 
-async def ok(api: httpx.AsyncClient, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+async def ok(
+    api: httpx.AsyncClient, method: str, path: str, body: Any = None, **kwargs: Any
+) -> Any:
     """Call and assert a success envelope; return ``data``."""
     response = await api.request(method, path, json=body, **kwargs)
     assert response.status_code == 200, response.text
@@ -39,11 +41,19 @@ async def run(api: httpx.AsyncClient, thread_id: str, **fields: Any) -> dict[str
 
 async def poll(api: httpx.AsyncClient, worker_id: str = "w1", **fields: Any) -> dict[str, Any]:
     """Poll once."""
-    data: dict[str, Any] = await ok(api, "POST", "/v1/workers/poll", {"worker_id": worker_id, **fields})
+    data: dict[str, Any] = await ok(
+        api, "POST", "/v1/workers/poll", {"worker_id": worker_id, **fields}
+    )
     return data
 
 
-async def ack(api: httpx.AsyncClient, worker_id: str, attempt_id: str, status: str = "completed", **fields: Any) -> dict[str, Any]:
+async def ack(
+    api: httpx.AsyncClient,
+    worker_id: str,
+    attempt_id: str,
+    status: str = "completed",
+    **fields: Any,
+) -> dict[str, Any]:
     """Ack an attempt."""
     body = {"attempt_id": attempt_id, "terminal_status": status, **fields}
     data: dict[str, Any] = await ok(api, "POST", f"/v1/workers/{worker_id}/ack", body)

@@ -12,7 +12,9 @@ import pytest
 
 from tests.api.helpers import ok
 
-CONTRACT = Path(__file__).resolve().parents[3] / "shared" / "reference" / "oris-runtime-api-contract.json"
+CONTRACT = (
+    Path(__file__).resolve().parents[3] / "shared" / "reference" / "oris-runtime-api-contract.json"
+)
 
 
 def _contract() -> dict[str, Any]:
@@ -43,21 +45,52 @@ async def test_every_endpoint_response_matches_the_contract(api: httpx.AsyncClie
         data: dict[str, Any] = payload["data"]
         return data
 
-    run = await check("POST", "/v1/jobs/run", "/v1/jobs/run", {"thread_id": "c1", "input": "x", "workflow": "approval"})
-    await check("POST", "/v1/jobs", "/v1/jobs", {"thread_id": "c2", "retry_policy": {"strategy": "fixed", "backoff_ms": 1, "max_retries": 0}})
+    run = await check(
+        "POST",
+        "/v1/jobs/run",
+        "/v1/jobs/run",
+        {"thread_id": "c1", "input": "x", "workflow": "approval"},
+    )
+    await check(
+        "POST",
+        "/v1/jobs",
+        "/v1/jobs",
+        {
+            "thread_id": "c2",
+            "retry_policy": {"strategy": "fixed", "backoff_ms": 1, "max_retries": 0},
+        },
+    )
     await check("GET", "/v1/jobs", "/v1/jobs")
-    poll = await check("POST", "/v1/workers/poll", "/v1/workers/poll", {"worker_id": "w", "workflows": ["approval"]})
+    poll = await check(
+        "POST",
+        "/v1/workers/poll",
+        "/v1/workers/poll",
+        {"worker_id": "w", "workflows": ["approval"]},
+    )
     lease = {"lease_id": poll["lease_id"]}
     await check("POST", "/v1/workers/:worker_id/heartbeat", "/v1/workers/w/heartbeat", lease)
     await check("POST", "/v1/workers/:worker_id/extend-lease", "/v1/workers/w/extend-lease", lease)
     step = await check(
-        "POST", "/v1/workers/:worker_id/report-step", "/v1/workers/w/report-step",
-        {"attempt_id": run["attempt_id"], "action_id": "draft", "status": "completed", "dedupe_token": "d",
-         "checkpoint": {"state": {"steps": {"draft": "v"}}}},
+        "POST",
+        "/v1/workers/:worker_id/report-step",
+        "/v1/workers/w/report-step",
+        {
+            "attempt_id": run["attempt_id"],
+            "action_id": "draft",
+            "status": "completed",
+            "dedupe_token": "d",
+            "checkpoint": {"state": {"steps": {"draft": "v"}}},
+        },
     )
     await check(
-        "POST", "/v1/workers/:worker_id/ack", "/v1/workers/w/ack",
-        {"attempt_id": run["attempt_id"], "terminal_status": "interrupted", "interrupt": {"value": "approve?"}},
+        "POST",
+        "/v1/workers/:worker_id/ack",
+        "/v1/workers/w/ack",
+        {
+            "attempt_id": run["attempt_id"],
+            "terminal_status": "interrupted",
+            "interrupt": {"value": "approve?"},
+        },
     )
     await check("GET", "/v1/jobs/:thread_id", "/v1/jobs/c1")
     await check("GET", "/v1/jobs/:thread_id/detail", "/v1/jobs/c1/detail")
@@ -65,25 +98,62 @@ async def test_every_endpoint_response_matches_the_contract(api: httpx.AsyncClie
     await check("GET", "/v1/jobs/:thread_id/timeline", "/v1/jobs/c1/timeline")
     await check("GET", "/v1/jobs/:thread_id/timeline/export", "/v1/jobs/c1/timeline/export")
     await check(
-        "GET", "/v1/jobs/:thread_id/checkpoints/:checkpoint_id", f"/v1/jobs/c1/checkpoints/{step['checkpoint_id']}"
+        "GET",
+        "/v1/jobs/:thread_id/checkpoints/:checkpoint_id",
+        f"/v1/jobs/c1/checkpoints/{step['checkpoint_id']}",
     )
     interrupts = await check("GET", "/v1/interrupts", "/v1/interrupts")
     interrupt_id = interrupts["interrupts"][0]["interrupt_id"]
     await check("GET", "/v1/interrupts/:interrupt_id", f"/v1/interrupts/{interrupt_id}")
-    await check("POST", "/v1/interrupts/:interrupt_id/resume", f"/v1/interrupts/{interrupt_id}/resume", {"value": "yes"})
+    await check(
+        "POST",
+        "/v1/interrupts/:interrupt_id/resume",
+        f"/v1/interrupts/{interrupt_id}/resume",
+        {"value": "yes"},
+    )
     await check("POST", "/v1/jobs/:thread_id/resume", "/v1/jobs/c1/resume", {"value": "yes"})
-    resumed = await ok(api, "POST", "/v1/workers/poll", {"worker_id": "w", "workflows": ["approval"]})
-    await ok(api, "POST", "/v1/workers/w/ack", {"attempt_id": resumed["attempt_id"], "terminal_status": "interrupted", "interrupt": {"value": "again?"}})
-    second = (await ok(api, "GET", "/v1/interrupts", params={"status": "pending"}))["interrupts"][0]["interrupt_id"]
-    await check("POST", "/v1/interrupts/:interrupt_id/reject", f"/v1/interrupts/{second}/reject", {"reason": "no"})
+    resumed = await ok(
+        api, "POST", "/v1/workers/poll", {"worker_id": "w", "workflows": ["approval"]}
+    )
+    await ok(
+        api,
+        "POST",
+        "/v1/workers/w/ack",
+        {
+            "attempt_id": resumed["attempt_id"],
+            "terminal_status": "interrupted",
+            "interrupt": {"value": "again?"},
+        },
+    )
+    second = (await ok(api, "GET", "/v1/interrupts", params={"status": "pending"}))["interrupts"][
+        0
+    ]["interrupt_id"]
+    await check(
+        "POST",
+        "/v1/interrupts/:interrupt_id/reject",
+        f"/v1/interrupts/{second}/reject",
+        {"reason": "no"},
+    )
     failing = await ok(api, "POST", "/v1/workers/poll", {"worker_id": "w"})
-    await check("POST", "/v1/workers/:worker_id/ack", "/v1/workers/w/ack", {"attempt_id": failing["attempt_id"], "terminal_status": "failed"})
-    await check("GET", "/v1/attempts/:attempt_id/retries", f"/v1/attempts/{failing['attempt_id']}/retries")
+    await check(
+        "POST",
+        "/v1/workers/:worker_id/ack",
+        "/v1/workers/w/ack",
+        {"attempt_id": failing["attempt_id"], "terminal_status": "failed"},
+    )
+    await check(
+        "GET", "/v1/attempts/:attempt_id/retries", f"/v1/attempts/{failing['attempt_id']}/retries"
+    )
     await check("GET", "/v1/dlq", "/v1/dlq")
     await check("GET", "/v1/dlq/:attempt_id", f"/v1/dlq/{failing['attempt_id']}")
     await check("POST", "/v1/dlq/:attempt_id/replay", f"/v1/dlq/{failing['attempt_id']}/replay")
     again = await ok(api, "POST", "/v1/workers/poll", {"worker_id": "w"})
-    await ok(api, "POST", "/v1/workers/w/ack", {"attempt_id": again["attempt_id"], "terminal_status": "completed"})
+    await ok(
+        api,
+        "POST",
+        "/v1/workers/w/ack",
+        {"attempt_id": again["attempt_id"], "terminal_status": "completed"},
+    )
     await check("POST", "/v1/jobs/:thread_id/replay", "/v1/jobs/c2/replay", {})
     await check("POST", "/v1/jobs/:thread_id/cancel", "/v1/jobs/c2/cancel", {"reason": "done"})
     await check("GET", "/v1/audit/logs", "/v1/audit/logs")

@@ -25,7 +25,9 @@ async def test_run_queues_the_job_and_returns_at_once(api: httpx.AsyncClient) ->
 
 
 async def test_post_jobs_is_the_same_as_run(api: httpx.AsyncClient) -> None:
-    data = await ok(api, "POST", "/v1/jobs", {"thread_id": "t-alias", "input": {"any": ["json", 1]}})
+    data = await ok(
+        api, "POST", "/v1/jobs", {"thread_id": "t-alias", "input": {"any": ["json", 1]}}
+    )
     assert data["status"] == "queued"
     assert (await ok(api, "GET", "/v1/jobs/t-alias"))["input"] == {"any": ["json", 1]}
 
@@ -38,7 +40,10 @@ async def test_post_jobs_is_the_same_as_run(api: httpx.AsyncClient) -> None:
         ({"thread_id": "x" * 129}, "thread_id must be 128 characters or fewer"),
         ({"thread_id": "t", "priority": 101}, "priority must be between 0 and 100"),
         ({"thread_id": "t", "priority": -1}, "priority must be between 0 and 100"),
-        ({"thread_id": "t", "tenant_id": "bad tenant"}, "tenant_id contains unsupported characters"),
+        (
+            {"thread_id": "t", "tenant_id": "bad tenant"},
+            "tenant_id contains unsupported characters",
+        ),
         ({"thread_id": "t", "tenant_id": "x" * 129}, "tenant_id must be 128 characters or fewer"),
         ({"thread_id": "t", "idempotency_key": " "}, "idempotency_key must not be empty"),
         (
@@ -50,11 +55,17 @@ async def test_post_jobs_is_the_same_as_run(api: httpx.AsyncClient) -> None:
             "timeout_policy.on_timeout_status must be one of: failed|cancelled",
         ),
         (
-            {"thread_id": "t", "retry_policy": {"strategy": "fixed", "backoff_ms": 0, "max_retries": 1}},
+            {
+                "thread_id": "t",
+                "retry_policy": {"strategy": "fixed", "backoff_ms": 0, "max_retries": 1},
+            },
             "retry_policy.backoff_ms must be > 0",
         ),
         (
-            {"thread_id": "t", "retry_policy": {"strategy": "linear", "backoff_ms": 5, "max_retries": 1}},
+            {
+                "thread_id": "t",
+                "retry_policy": {"strategy": "linear", "backoff_ms": 5, "max_retries": 1},
+            },
             "retry_policy.strategy must be one of: fixed|exponential",
         ),
         ({"thread_id": "t", "workflow": "no spaces"}, "workflow contains unsupported characters"),
@@ -77,7 +88,10 @@ async def test_run_validation_errors_write_nothing(
         ({}, "thread_id"),
         ({"thread_id": 5}, "thread_id"),
         ({"thread_id": "t", "priority": "5"}, "priority"),
-        ({"thread_id": "t", "timeout_policy": {"timeout_ms": 5}}, "timeout_policy.on_timeout_status"),
+        (
+            {"thread_id": "t", "timeout_policy": {"timeout_ms": 5}},
+            "timeout_policy.on_timeout_status",
+        ),
     ],
 )
 async def test_wrong_shapes_are_400_with_the_offending_field(
@@ -89,10 +103,14 @@ async def test_wrong_shapes_are_400_with_the_offending_field(
 
 
 async def test_framework_rejections_use_the_error_envelope(api: httpx.AsyncClient) -> None:
-    malformed = await api.post("/v1/jobs/run", content=b"{not json", headers={"content-type": "application/json"})
+    malformed = await api.post(
+        "/v1/jobs/run", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert malformed.status_code == 400
     assert malformed.json()["error"]["code"] == "invalid_argument"
-    wrong_type = await api.post("/v1/jobs/run", content=b"thread_id=x", headers={"content-type": "text/plain"})
+    wrong_type = await api.post(
+        "/v1/jobs/run", content=b"thread_id=x", headers={"content-type": "text/plain"}
+    )
     assert wrong_type.status_code == 415
     assert wrong_type.json()["error"]["code"] == "unsupported_media_type"
     not_object = await api.post("/v1/jobs/run", json=[1, 2])
@@ -103,7 +121,9 @@ async def test_framework_rejections_use_the_error_envelope(api: httpx.AsyncClien
     wrong_method = await api.delete("/v1/jobs")
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
-    huge = await api.post("/v1/jobs/run", json={"thread_id": "big", "input": "x" * (1024 * 1024 + 10)})
+    huge = await api.post(
+        "/v1/jobs/run", json={"thread_id": "big", "input": "x" * (1024 * 1024 + 10)}
+    )
     assert huge.status_code == 413
     assert huge.json()["error"]["code"] == "payload_too_large"
     bad_limit = await api.get("/v1/jobs", params={"limit": "abc"})
@@ -134,7 +154,13 @@ async def test_same_key_same_payload_replays_the_stored_response(api: httpx.Asyn
 
 async def test_same_key_different_payload_is_a_conflict(api: httpx.AsyncClient) -> None:
     await run(api, "idem-2", input="a", idempotency_key="k2")
-    error = await fails(api, "POST", "/v1/jobs/run", 409, {"thread_id": "idem-2", "input": "b", "idempotency_key": "k2"})
+    error = await fails(
+        api,
+        "POST",
+        "/v1/jobs/run",
+        409,
+        {"thread_id": "idem-2", "input": "b", "idempotency_key": "k2"},
+    )
     assert error["message"] == "idempotency_key already exists with different request payload"
     assert error["details"] == {"idempotency_key": "k2", "operation": "run"}
 
@@ -142,7 +168,9 @@ async def test_same_key_different_payload_is_a_conflict(api: httpx.AsyncClient) 
 async def test_fifty_concurrent_identical_requests_create_one_job(api: httpx.AsyncClient) -> None:
     body = {"thread_id": "idem-race", "input": "x", "idempotency_key": "race-key"}
     responses = await asyncio.gather(*(api.post("/v1/jobs/run", json=body) for _ in range(50)))
-    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    assert all(r.status_code == 200 for r in responses), [
+        r.text for r in responses if r.status_code != 200
+    ]
     fresh = [r for r in responses if r.json()["data"]["idempotent_replay"] is False]
     assert len(fresh) == 1
     detail = await ok(api, "GET", "/v1/jobs/idem-race/detail")
@@ -192,7 +220,9 @@ async def test_reads_of_an_unknown_thread(api: httpx.AsyncClient) -> None:
     await fails(api, "POST", "/v1/jobs/ghost/cancel", 404, {})
 
 
-async def test_detail_history_timeline_and_checkpoint_follow_execution(api: httpx.AsyncClient) -> None:
+async def test_detail_history_timeline_and_checkpoint_follow_execution(
+    api: httpx.AsyncClient,
+) -> None:
     await run(api, "reads", workflow="steps", input={"steps": 1})
     dispatched = await poll(api, workflows=["steps"])
     assert dispatched["decision"] == "dispatched"
@@ -237,9 +267,17 @@ async def test_cancel_persists_cancels_work_and_fences_the_lease(api: httpx.Asyn
     assert first == {"thread_id": "cancel-me", "status": "cancelled", "reason": "operator said so"}
     again = await ok(api, "POST", "/v1/jobs/cancel-me/cancel", {"reason": "different"})
     assert again == first
-    heartbeat = await fails(api, "POST", "/v1/workers/w1/heartbeat", 409, {"lease_id": dispatched["lease_id"]})
+    heartbeat = await fails(
+        api, "POST", "/v1/workers/w1/heartbeat", 409, {"lease_id": dispatched["lease_id"]}
+    )
     assert "cancelled" in heartbeat["message"]
-    await fails(api, "POST", "/v1/workers/w1/ack", 409, {"attempt_id": dispatched["attempt_id"], "terminal_status": "completed"})
+    await fails(
+        api,
+        "POST",
+        "/v1/workers/w1/ack",
+        409,
+        {"attempt_id": dispatched["attempt_id"], "terminal_status": "completed"},
+    )
     detail = await ok(api, "GET", "/v1/jobs/cancel-me/detail")
     assert detail["status"] == "cancelled"
     assert detail["attempts"][0]["status"] == "cancelled"

@@ -117,19 +117,36 @@ async def test_workflow_filter_and_reserved_workflows(api: httpx.AsyncClient) ->
 async def test_heartbeat_rules(api: httpx.AsyncClient) -> None:
     await run(api, "hb")
     lease = await poll(api, "owner")
-    renewed = await ok(api, "POST", "/v1/workers/owner/heartbeat", {"lease_id": lease["lease_id"], "lease_ttl_seconds": 60})
+    renewed = await ok(
+        api,
+        "POST",
+        "/v1/workers/owner/heartbeat",
+        {"lease_id": lease["lease_id"], "lease_ttl_seconds": 60},
+    )
     assert renewed["lease_id"] == lease["lease_id"]
     assert renewed["version"] == 2
-    extended = await ok(api, "POST", "/v1/workers/owner/extend-lease", {"lease_id": lease["lease_id"]})
+    extended = await ok(
+        api, "POST", "/v1/workers/owner/extend-lease", {"lease_id": lease["lease_id"]}
+    )
     assert extended["version"] == 3
     await fails(api, "POST", "/v1/workers/owner/heartbeat", 404, {"lease_id": "lease-nope"})
-    foreign = await fails(api, "POST", "/v1/workers/intruder/heartbeat", 409, {"lease_id": lease["lease_id"]})
+    foreign = await fails(
+        api, "POST", "/v1/workers/intruder/heartbeat", 409, {"lease_id": lease["lease_id"]}
+    )
     assert foreign["message"] == "lease ownership mismatch"
     assert "owner" not in str(foreign["details"])
     for ttl in (0, 3601):
-        await fails(api, "POST", "/v1/workers/owner/heartbeat", 400, {"lease_id": lease["lease_id"], "lease_ttl_seconds": ttl})
+        await fails(
+            api,
+            "POST",
+            "/v1/workers/owner/heartbeat",
+            400,
+            {"lease_id": lease["lease_id"], "lease_ttl_seconds": ttl},
+        )
     await force_expire(runtime_of(api), lease["lease_id"])
-    expired = await fails(api, "POST", "/v1/workers/owner/heartbeat", 409, {"lease_id": lease["lease_id"]})
+    expired = await fails(
+        api, "POST", "/v1/workers/owner/heartbeat", 409, {"lease_id": lease["lease_id"]}
+    )
     assert expired["message"] == "lease expired"
 
 
@@ -137,7 +154,10 @@ async def test_concurrent_heartbeats_conflict_with_409_never_500(api: httpx.Asyn
     await run(api, "hb-race")
     lease = await poll(api, "owner")
     responses = await asyncio.gather(
-        *(api.post("/v1/workers/owner/heartbeat", json={"lease_id": lease["lease_id"]}) for _ in range(20))
+        *(
+            api.post("/v1/workers/owner/heartbeat", json={"lease_id": lease["lease_id"]})
+            for _ in range(20)
+        )
     )
     assert {r.status_code for r in responses} <= {200, 409}
     assert any(r.status_code == 200 for r in responses)
@@ -146,14 +166,36 @@ async def test_concurrent_heartbeats_conflict_with_409_never_500(api: httpx.Asyn
 async def test_report_step_rules(api: httpx.AsyncClient) -> None:
     await run(api, "rs")
     lease = await poll(api, "owner")
-    body = {"attempt_id": lease["attempt_id"], "action_id": "a", "status": "completed", "dedupe_token": "t1", "unknown": 1}
+    body = {
+        "attempt_id": lease["attempt_id"],
+        "action_id": "a",
+        "status": "completed",
+        "dedupe_token": "t1",
+        "unknown": 1,
+    }
     assert (await ok(api, "POST", "/v1/workers/owner/report-step", body))["status"] == "reported"
-    assert (await ok(api, "POST", "/v1/workers/owner/report-step", body))["status"] == "reported_idempotent"
-    changed = await fails(api, "POST", "/v1/workers/owner/report-step", 409, {**body, "status": "failed"})
+    assert (await ok(api, "POST", "/v1/workers/owner/report-step", body))[
+        "status"
+    ] == "reported_idempotent"
+    changed = await fails(
+        api, "POST", "/v1/workers/owner/report-step", 409, {**body, "status": "failed"}
+    )
     assert "dedupe_token 't1' already used" in changed["message"]
-    await fails(api, "POST", "/v1/workers/owner/report-step", 404, {**body, "attempt_id": "attempt-nope", "dedupe_token": "t2"})
+    await fails(
+        api,
+        "POST",
+        "/v1/workers/owner/report-step",
+        404,
+        {**body, "attempt_id": "attempt-nope", "dedupe_token": "t2"},
+    )
     await fails(api, "POST", "/v1/workers/other/report-step", 409, {**body, "dedupe_token": "t3"})
-    await fails(api, "POST", "/v1/workers/owner/report-step", 409, {**body, "dedupe_token": "t4", "lease_id": "lease-wrong"})
+    await fails(
+        api,
+        "POST",
+        "/v1/workers/owner/report-step",
+        409,
+        {**body, "dedupe_token": "t4", "lease_id": "lease-wrong"},
+    )
     for field in ("attempt_id", "action_id", "status", "dedupe_token"):
         error = await fails(api, "POST", "/v1/workers/owner/report-step", 400, {**body, field: " "})
         assert error["message"] == f"{field} must not be empty"
@@ -162,15 +204,43 @@ async def test_report_step_rules(api: httpx.AsyncClient) -> None:
 async def test_ack_rules_and_repeat(api: httpx.AsyncClient) -> None:
     await run(api, "ack")
     lease = await poll(api, "owner")
-    await fails(api, "POST", "/v1/workers/owner/ack", 404, {"attempt_id": "attempt-nope", "terminal_status": "completed"})
-    bad = await fails(api, "POST", "/v1/workers/owner/ack", 400, {"attempt_id": lease["attempt_id"], "terminal_status": "done"})
+    await fails(
+        api,
+        "POST",
+        "/v1/workers/owner/ack",
+        404,
+        {"attempt_id": "attempt-nope", "terminal_status": "completed"},
+    )
+    bad = await fails(
+        api,
+        "POST",
+        "/v1/workers/owner/ack",
+        400,
+        {"attempt_id": lease["attempt_id"], "terminal_status": "done"},
+    )
     assert bad["message"].startswith("terminal_status must be one of: completed|failed|cancelled")
-    await fails(api, "POST", "/v1/workers/other/ack", 409, {"attempt_id": lease["attempt_id"], "terminal_status": "completed"})
-    first = await ack(api, "owner", lease["attempt_id"], output={"r": 1}, lease_id=lease["lease_id"])
+    await fails(
+        api,
+        "POST",
+        "/v1/workers/other/ack",
+        409,
+        {"attempt_id": lease["attempt_id"], "terminal_status": "completed"},
+    )
+    first = await ack(
+        api, "owner", lease["attempt_id"], output={"r": 1}, lease_id=lease["lease_id"]
+    )
     assert first["status"] == "completed"
-    again = await ack(api, "owner", lease["attempt_id"], output={"r": 1}, lease_id=lease["lease_id"])
+    again = await ack(
+        api, "owner", lease["attempt_id"], output={"r": 1}, lease_id=lease["lease_id"]
+    )
     assert again == first
-    await fails(api, "POST", "/v1/workers/owner/ack", 409, {"attempt_id": lease["attempt_id"], "terminal_status": "failed"})
+    await fails(
+        api,
+        "POST",
+        "/v1/workers/owner/ack",
+        409,
+        {"attempt_id": lease["attempt_id"], "terminal_status": "failed"},
+    )
     assert (await ok(api, "GET", "/v1/jobs/ack"))["output"] == {"r": 1}
 
 
@@ -187,14 +257,30 @@ async def test_fencing_a_late_owner_changes_nothing(api: httpx.AsyncClient) -> N
     for index in range(100):
         kind = index % 3
         if kind == 0:
-            await fails(api, "POST", "/v1/workers/worker-a/heartbeat", 409, {"lease_id": old["lease_id"]})
+            await fails(
+                api, "POST", "/v1/workers/worker-a/heartbeat", 409, {"lease_id": old["lease_id"]}
+            )
         elif kind == 1:
             await fails(
-                api, "POST", "/v1/workers/worker-a/report-step", 409,
-                {"attempt_id": old["attempt_id"], "action_id": "x", "status": "done", "dedupe_token": f"late-{index}"},
+                api,
+                "POST",
+                "/v1/workers/worker-a/report-step",
+                409,
+                {
+                    "attempt_id": old["attempt_id"],
+                    "action_id": "x",
+                    "status": "done",
+                    "dedupe_token": f"late-{index}",
+                },
             )
         else:
-            await fails(api, "POST", "/v1/workers/worker-a/ack", 409, {"attempt_id": old["attempt_id"], "terminal_status": "completed"})
+            await fails(
+                api,
+                "POST",
+                "/v1/workers/worker-a/ack",
+                409,
+                {"attempt_id": old["attempt_id"], "terminal_status": "completed"},
+            )
     after = await ok(api, "GET", "/v1/jobs/fence/detail")
     assert after["attempts"] == before["attempts"]
     assert after["status"] == "running"
@@ -225,7 +311,13 @@ async def test_sixteen_pollers_dispatch_each_attempt_exactly_once(api: httpx.Asy
 
 
 async def test_retry_then_dead_letter_then_replay(api: httpx.AsyncClient) -> None:
-    policy = {"strategy": "exponential", "backoff_ms": 1, "max_backoff_ms": 2, "multiplier": 3.0, "max_retries": 2}
+    policy = {
+        "strategy": "exponential",
+        "backoff_ms": 1,
+        "max_backoff_ms": 2,
+        "multiplier": 3.0,
+        "max_retries": 2,
+    }
     await run(api, "retry", retry_policy=policy)
     lease = await poll(api)
     first = await ack(api, "w1", lease["attempt_id"], status="failed", error={"message": "boom"})
@@ -240,20 +332,27 @@ async def test_retry_then_dead_letter_then_replay(api: httpx.AsyncClient) -> Non
     assert second["status"] == "retry_scheduled"
     await asyncio.sleep(0.01)
     lease = await wait_for_dispatch(api)
-    final = await ack(api, "w1", lease["attempt_id"], status="failed", error={"message": "still boom"})
+    final = await ack(
+        api, "w1", lease["attempt_id"], status="failed", error={"message": "still boom"}
+    )
     assert final["status"] == "failed"
     assert final["next_retry_at"] is None
     assert await status_of(api, "retry") == "failed"
     history = await ok(api, "GET", f"/v1/attempts/{lease['attempt_id']}/retries")
     assert history["current_status"] == "failed"
-    assert [(h["retry_no"], h["attempt_no"], h["backoff_ms"]) for h in history["history"]] == [(1, 2, 1), (2, 3, 2)]
+    assert [(h["retry_no"], h["attempt_no"], h["backoff_ms"]) for h in history["history"]] == [
+        (1, 2, 1),
+        (2, 3, 2),
+    ]
     entry = await ok(api, "GET", f"/v1/dlq/{lease['attempt_id']}")
     assert entry["reason"] == "terminal_failed"
     assert entry["replay_status"] == "pending"
     assert entry["attempt_no"] == 3
     listing = await ok(api, "GET", "/v1/dlq", params={"status": "pending"})
     assert [e["attempt_id"] for e in listing["entries"]] == [lease["attempt_id"]]
-    replays = await asyncio.gather(*(api.post(f"/v1/dlq/{lease['attempt_id']}/replay") for _ in range(20)))
+    replays = await asyncio.gather(
+        *(api.post(f"/v1/dlq/{lease['attempt_id']}/replay") for _ in range(20))
+    )
     assert sorted(r.status_code for r in replays) == [200] + [409] * 19
     assert await status_of(api, "retry") == "queued"
     again = await wait_for_dispatch(api)
@@ -277,16 +376,29 @@ async def wait_for_dispatch(api: httpx.AsyncClient, worker: str = "w1") -> dict[
 async def test_permanent_error_skips_retries(api: httpx.AsyncClient) -> None:
     await run(api, "perm", retry_policy={"strategy": "fixed", "backoff_ms": 1, "max_retries": 5})
     lease = await poll(api)
-    result = await ack(api, "w1", lease["attempt_id"], status="failed", error={"message": "bad input", "retryable": False})
+    result = await ack(
+        api,
+        "w1",
+        lease["attempt_id"],
+        status="failed",
+        error={"message": "bad input", "retryable": False},
+    )
     assert result["status"] == "failed"
-    assert (await ok(api, "GET", f"/v1/dlq/{lease['attempt_id']}"))["error"]["message"] == "bad input"
+    assert (await ok(api, "GET", f"/v1/dlq/{lease['attempt_id']}"))["error"][
+        "message"
+    ] == "bad input"
 
 
 async def test_ack_policy_overrides_the_job_policy(api: httpx.AsyncClient) -> None:
-    await run(api, "override", retry_policy={"strategy": "fixed", "backoff_ms": 1, "max_retries": 5})
+    await run(
+        api, "override", retry_policy={"strategy": "fixed", "backoff_ms": 1, "max_retries": 5}
+    )
     lease = await poll(api)
     result = await ack(
-        api, "w1", lease["attempt_id"], status="failed",
+        api,
+        "w1",
+        lease["attempt_id"],
+        status="failed",
         retry_policy={"strategy": "fixed", "backoff_ms": 1, "max_retries": 0},
     )
     assert result["status"] == "failed"
@@ -325,7 +437,8 @@ async def test_execution_timeout_counts_from_the_current_lease(api: httpx.AsyncC
 async def test_timeout_to_failed_consults_the_retry_policy(api: httpx.AsyncClient) -> None:
     rt = runtime_of(api)
     await run(
-        api, "timeout-retry",
+        api,
+        "timeout-retry",
         timeout_policy={"timeout_ms": 20, "on_timeout_status": "failed"},
         retry_policy={"strategy": "fixed", "backoff_ms": 1, "max_retries": 1},
     )
@@ -337,7 +450,9 @@ async def test_timeout_to_failed_consults_the_retry_policy(api: httpx.AsyncClien
 
 async def test_timeout_to_cancelled(api: httpx.AsyncClient) -> None:
     rt = runtime_of(api)
-    await run(api, "timeout-cancel", timeout_policy={"timeout_ms": 20, "on_timeout_status": "cancelled"})
+    await run(
+        api, "timeout-cancel", timeout_policy={"timeout_ms": 20, "on_timeout_status": "cancelled"}
+    )
     await poll(api)
     await asyncio.sleep(0.03)
     await maintenance.sweep(rt)

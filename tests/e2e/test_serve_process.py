@@ -19,7 +19,11 @@ pytestmark = pytest.mark.e2e
 def oris(settings: ServerSettings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run one ``oris`` command to completion."""
     return subprocess.run(
-        [*oris_command(), *args], env=server_env(settings, **env), capture_output=True, text=True, timeout=60
+        [*oris_command(), *args],
+        env=server_env(settings, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -40,7 +44,11 @@ def test_serve_runs_the_quickstart_flow(settings: ServerSettings, tmp_path: Path
         assert health["status"] == "ok"
         run = httpx.post(
             f"{url}/v1/jobs/run",
-            json={"thread_id": "ops-smoke-1", "input": "hello", "idempotency_key": "ops-smoke-key-1"},
+            json={
+                "thread_id": "ops-smoke-1",
+                "input": "hello",
+                "idempotency_key": "ops-smoke-key-1",
+            },
         )
         assert run.status_code == 200
         assert run.json()["data"]["status"] == "queued"
@@ -48,7 +56,9 @@ def test_serve_runs_the_quickstart_flow(settings: ServerSettings, tmp_path: Path
         assert state["status"] == "queued"
 
 
-def test_serve_refuses_a_newer_schema_quickly_naming_both_versions(settings: ServerSettings, tmp_path: Path) -> None:
+def test_serve_refuses_a_newer_schema_quickly_naming_both_versions(
+    settings: ServerSettings, tmp_path: Path
+) -> None:
     assert oris(settings, "db", "upgrade").returncode == 0
     _insert_future_version(settings)
     started = time.monotonic()
@@ -70,16 +80,22 @@ def _insert_future_version(settings: ServerSettings) -> None:
     async def go() -> None:
         database = open_database(settings)
         async with database.write() as conn:
-            await conn.execute(schema_migrations.insert().values(version=42, name="future", applied_at_ms=1))
+            await conn.execute(
+                schema_migrations.insert().values(version=42, name="future", applied_at_ms=1)
+            )
         await database.dispose()
 
     asyncio.run(go())
 
 
-def test_serve_on_an_old_postgres_schema_asks_for_db_upgrade(backend: str, settings: ServerSettings) -> None:
+def test_serve_on_an_old_postgres_schema_asks_for_db_upgrade(
+    backend: str, settings: ServerSettings
+) -> None:
     if backend != "postgres":
         pytest.skip("PostgreSQL-only rule")
-    result = oris(settings, "serve", ORIS_POSTGRES_REQUIRE_SCHEMA="true", ORIS_SERVER_ADDR="127.0.0.1:0")
+    result = oris(
+        settings, "serve", ORIS_POSTGRES_REQUIRE_SCHEMA="true", ORIS_SERVER_ADDR="127.0.0.1:0"
+    )
     assert result.returncode != 0
     assert "oris db upgrade" in result.stderr
 
@@ -87,8 +103,14 @@ def test_serve_on_an_old_postgres_schema_asks_for_db_upgrade(backend: str, setti
 @pytest.mark.parametrize(
     ("env", "expected"),
     [
-        ({"ORIS_RUNTIME_BACKEND": "mysql"}, "invalid ORIS_RUNTIME_BACKEND='mysql'. expected one of: sqlite, postgres"),
-        ({"ORIS_RUNTIME_BACKEND": "postgres", "ORIS_POSTGRES_DSN": ""}, "requires ORIS_POSTGRES_DSN"),
+        (
+            {"ORIS_RUNTIME_BACKEND": "mysql"},
+            "invalid ORIS_RUNTIME_BACKEND='mysql'. expected one of: sqlite, postgres",
+        ),
+        (
+            {"ORIS_RUNTIME_BACKEND": "postgres", "ORIS_POSTGRES_DSN": ""},
+            "requires ORIS_POSTGRES_DSN",
+        ),
         ({"ORIS_POSTGRES_REQUIRE_SCHEMA": "ture"}, "ORIS_POSTGRES_REQUIRE_SCHEMA"),
     ],
 )
@@ -114,5 +136,3 @@ def test_a_non_loopback_bind_without_credentials_is_refused(settings: ServerSett
     result = oris(settings, "serve", ORIS_SERVER_ADDR="0.0.0.0:0")
     assert result.returncode != 0
     assert "refusing to serve" in result.stderr
-
-

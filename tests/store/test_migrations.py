@@ -17,7 +17,9 @@ from oris.store.schema import code_version, schema_status
 from oris.store.tables import metadata, schema_migrations
 
 
-async def test_empty_database_upgrades_to_head_and_records_each_revision(settings: ServerSettings) -> None:
+async def test_empty_database_upgrades_to_head_and_records_each_revision(
+    settings: ServerSettings,
+) -> None:
     database = open_database(settings)
     try:
         before = await schema_status(database)
@@ -54,14 +56,20 @@ async def test_a_newer_database_is_refused_and_nothing_is_written(settings: Serv
     try:
         await upgrade_schema(database)
         async with database.write() as conn:
-            await conn.execute(schema_migrations.insert().values(version=99, name="from_the_future", applied_at_ms=1))
+            await conn.execute(
+                schema_migrations.insert().values(
+                    version=99, name="from_the_future", applied_at_ms=1
+                )
+            )
         for attempt in (prepare_database(settings, database), upgrade_schema(database)):
             with pytest.raises(SchemaVersionError) as raised:
                 await attempt
             assert "99" in str(raised.value)
             assert f"supported {code_version()}" in str(raised.value)
         async with database.read() as conn:
-            count = (await conn.execute(select(func.count()).select_from(schema_migrations))).scalar_one()
+            count = (
+                await conn.execute(select(func.count()).select_from(schema_migrations))
+            ).scalar_one()
         assert count == 2
     finally:
         await database.dispose()

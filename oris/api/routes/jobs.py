@@ -8,7 +8,15 @@ from fastapi import APIRouter, Depends, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from oris.api.deps import audited, caller, json_body, request_id, runtime, set_audit_resource
+from oris.api.deps import (
+    audit_read,
+    audited,
+    caller,
+    json_body,
+    request_id,
+    runtime,
+    set_audit_resource,
+)
 from oris.api.envelope import ok
 from oris.api.models import (
     CancelJobBody,
@@ -71,15 +79,19 @@ async def list_jobs(
 
 
 @router.get("/{thread_id}")
-async def inspect_job(rt: Rt, ctx: Ctx, thread_id: str) -> Response:
+async def inspect_job(request: Request, rt: Rt, ctx: Ctx, thread_id: str) -> Response:
     """The job's latest state and true status."""
-    return ok(ctx.request_id, await jobs.get_state(rt.db, thread_id))
+    data = await jobs.get_state(rt.db, thread_id)
+    await audit_read(request, ctx, "job.read", "thread", thread_id)
+    return ok(ctx.request_id, data)
 
 
 @router.get("/{thread_id}/detail")
-async def job_detail(rt: Rt, ctx: Ctx, thread_id: str) -> Response:
+async def job_detail(request: Request, rt: Rt, ctx: Ctx, thread_id: str) -> Response:
     """State, history, timeline, attempts and the pending interrupt."""
-    return ok(ctx.request_id, await jobs.detail(rt.db, thread_id))
+    data = await jobs.detail(rt.db, thread_id)
+    await audit_read(request, ctx, "job.read", "thread", thread_id)
+    return ok(ctx.request_id, data)
 
 
 @router.get("/{thread_id}/history")
@@ -95,15 +107,21 @@ async def job_timeline(rt: Rt, ctx: Ctx, thread_id: str) -> Response:
 
 
 @router.get("/{thread_id}/timeline/export")
-async def job_timeline_export(rt: Rt, ctx: Ctx, thread_id: str) -> Response:
+async def job_timeline_export(request: Request, rt: Rt, ctx: Ctx, thread_id: str) -> Response:
     """Timeline plus checkpoints with their state."""
-    return ok(ctx.request_id, await jobs.timeline(rt.db, thread_id, export=True))
+    data = await jobs.timeline(rt.db, thread_id, export=True)
+    await audit_read(request, ctx, "job.read", "thread", thread_id)
+    return ok(ctx.request_id, data)
 
 
 @router.get("/{thread_id}/checkpoints/{checkpoint_id}")
-async def job_checkpoint(rt: Rt, ctx: Ctx, thread_id: str, checkpoint_id: str) -> Response:
+async def job_checkpoint(
+    request: Request, rt: Rt, ctx: Ctx, thread_id: str, checkpoint_id: str
+) -> Response:
     """One checkpoint's state."""
-    return ok(ctx.request_id, await jobs.checkpoint(rt.db, thread_id, checkpoint_id))
+    data = await jobs.checkpoint(rt.db, thread_id, checkpoint_id)
+    await audit_read(request, ctx, "checkpoint.read", "checkpoint", checkpoint_id)
+    return ok(ctx.request_id, data)
 
 
 @router.post(

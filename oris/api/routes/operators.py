@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from starlette.requests import Request
 from starlette.responses import Response
 
-from oris.api.deps import audited, caller, json_body, runtime
+from oris.api.deps import audit_read, audited, caller, json_body, runtime
 from oris.api.envelope import ok
 from oris.api.models import CreateKeyBody, RejectInterruptBody, ResumeInterruptBody
 from oris.domain.clock import to_rfc3339
@@ -37,9 +38,11 @@ async def list_interrupts(
 
 
 @router.get("/interrupts/{interrupt_id}")
-async def get_interrupt(rt: Rt, ctx: Ctx, interrupt_id: str) -> Response:
+async def get_interrupt(request: Request, rt: Rt, ctx: Ctx, interrupt_id: str) -> Response:
     """One interrupt."""
-    return ok(ctx.request_id, await resumption.get_interrupt(rt.db, interrupt_id))
+    data = await resumption.get_interrupt(rt.db, interrupt_id)
+    await audit_read(request, ctx, "interrupt.read", "interrupt", interrupt_id)
+    return ok(ctx.request_id, data)
 
 
 @router.post(
@@ -89,9 +92,11 @@ async def list_dead_letters(
 
 
 @router.get("/dlq/{attempt_id}")
-async def get_dead_letter(rt: Rt, ctx: Ctx, attempt_id: str) -> Response:
+async def get_dead_letter(request: Request, rt: Rt, ctx: Ctx, attempt_id: str) -> Response:
     """One dead letter."""
-    return ok(ctx.request_id, await resumption.get_dead_letter(rt.db, attempt_id))
+    data = await resumption.get_dead_letter(rt.db, attempt_id)
+    await audit_read(request, ctx, "dlq.read", "attempt", attempt_id)
+    return ok(ctx.request_id, data)
 
 
 @router.post(
@@ -163,6 +168,21 @@ async def audit_logs(
 
 def _rfc3339(epoch_ms: int) -> str:
     return to_rfc3339(epoch_ms)
+
+
+@router.get("/audit/verify")
+async def audit_verify(rt: Rt, ctx: Ctx) -> Response:
+    """Walk the audit hash chain and name the first altered row, if any."""
+    report = await audit.verify_chain(rt.db)
+    return ok(
+        ctx.request_id,
+        {
+            "ok": report.ok,
+            "rows_checked": report.rows_checked,
+            "first_bad_audit_id": report.first_bad_audit_id,
+            "problem": report.problem,
+        },
+    )
 
 
 @router.get("/keys")
