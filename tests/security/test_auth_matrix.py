@@ -1,4 +1,4 @@
-"""Every route × every kind of caller answers with the documented status (both backends)."""
+"""Every route x every kind of caller answers with the documented status (both backends)."""
 
 from __future__ import annotations
 

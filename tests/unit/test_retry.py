@@ -1,4 +1,4 @@
-"""Retry policy validation and backoff arithmetic (upstream §7.1–7.2)."""
+"""Retry policy validation and backoff arithmetic (upstream §7.1-7.2)."""
 
 from __future__ import annotations
 
