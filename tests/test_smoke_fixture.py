@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from oris.store.schema import code_version
+
 
 async def test_healthz_reports_backend_and_schema(api: httpx.AsyncClient, backend: str) -> None:
     response = await api.get("/healthz")
@@ -11,4 +13,5 @@ async def test_healthz_reports_backend_and_schema(api: httpx.AsyncClient, backen
     body = response.json()
     assert body["status"] == "ok"
     assert body["backend"] == backend
-    assert body["schema_version"] == body["code_schema_version"] == 1
+    assert body["schema_version"] == body["code_schema_version"] == code_version()
+    assert body["incident"] is None

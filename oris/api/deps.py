@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import orjson
@@ -25,6 +25,7 @@ from oris.services.context import Actor, RequestContext, Role
 from oris.services.runtime import Runtime
 
 M = TypeVar("M", bound=BaseModel)
+OVERRIDE_HEADER = "x-oris-incident-override"
 
 
 def runtime(request: Request) -> Runtime:
@@ -103,7 +104,15 @@ async def caller(request: Request) -> RequestContext:
         actor=actor,
         source_addr=None if client is None else client.host,
         traceparent=request.headers.get("traceparent"),
+        freeze_override_reason=request.headers.get(OVERRIDE_HEADER),
     )
+
+
+def with_override(ctx: RequestContext, reason: str | None) -> RequestContext:
+    """The context with an incident-freeze override taken from the request body."""
+    if not reason:
+        return ctx
+    return replace(ctx, freeze_override_reason=reason)
 
 
 def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:

@@ -150,3 +150,15 @@ class CreateKeyBody(Body):
     key_id: str | None = None
     worker_id_prefix: str | None = None
     description: str | None = Field(default=None, max_length=500)
+
+
+class OpenIncidentBody(Body):
+    """Open an incident (freeze risky operator actions)."""
+
+    reason: str
+
+
+class CloseIncidentBody(Body):
+    """Close the open incident."""
+
+    reason: str | None = None

@@ -8,10 +8,12 @@ from typing import Any
 from oris.domain.clock import now_ms
 from oris.domain.errors import Unavailable
 from oris.observability.metrics import DatabaseGauges
+from oris.services import incidents
 from oris.services.runtime import Runtime
 from oris.store import dead_letters as dlq_store
 from oris.store import dispatch as dispatch_store
 from oris.store import health as health_store
+from oris.store import incidents as incident_store
 from oris.store import schema
 
 
@@ -47,7 +49,19 @@ async def check(rt: Runtime) -> Health:
     }
     if not status.at_head:
         body["reason"] = status.describe(rt.db.backend)
-    return Health(status.at_head, body)
+        return Health(False, body)
+    try:
+        body["incident"] = await incidents.current(rt.db)
+    except Exception as error:
+        return Health(
+            False,
+            {
+                **body,
+                "status": "unavailable",
+                "reason": f"database read failed: {type(error).__name__}",
+            },
+        )
+    return Health(True, body)
 
 
 async def database_gauges(rt: Runtime) -> DatabaseGauges:
@@ -62,6 +76,7 @@ async def database_gauges(rt: Runtime) -> DatabaseGauges:
         by_tenant = await health_store.active_leases_by(conn, "tenant_id", now)
         stale = await health_store.stale_leases(conn, now)
         dead_tuples, oldest = await health_store.postgres_table_health(conn)
+        open_incidents = 0 if await incident_store.current(conn) is None else 1
     return DatabaseGauges(
         queue_depth=depth,
         dlq_depth=dlq,
@@ -70,6 +85,7 @@ async def database_gauges(rt: Runtime) -> DatabaseGauges:
         active_leases_by_worker=by_worker,
         active_leases_by_tenant=by_tenant,
         stale_leases=stale,
+        open_incidents=open_incidents,
         table_dead_tuples=dead_tuples,
         oldest_transaction_age_seconds=oldest,
     )

@@ -21,6 +21,7 @@ from oris.domain.trace import TraceContext
 from oris.domain.validation import check_id, clamp_limit, require_id
 from oris.services import audit
 from oris.services.context import RequestContext
+from oris.services.incidents import check_freeze
 from oris.services.jobs import attempt_values, cancel_job_in
 from oris.services.runtime import Runtime
 from oris.services.views import attempt_trace, dead_letter_view, interrupt_view, trace_view
@@ -170,6 +171,7 @@ async def _resume(
         )
     now = now_ms()
     job = await _require_live_job(conn, interrupt.thread_id)
+    override = await check_freeze(conn, ctx, action)
     if job.status != JobStatus.INTERRUPTED:
         raise Conflict(
             f"thread '{job.thread_id}' is not waiting on an interrupt (status {job.status})"
@@ -216,7 +218,11 @@ async def _resume(
         action=action,
         resource_type="interrupt" if action.startswith("interrupt") else "thread",
         resource_id=interrupt.interrupt_id if action.startswith("interrupt") else job.thread_id,
-        details={"interrupt_id": interrupt.interrupt_id, "attempt_id": attempt_id},
+        details={
+            "interrupt_id": interrupt.interrupt_id,
+            "attempt_id": attempt_id,
+            **(override or {}),
+        },
     )
     return response
 
@@ -341,6 +347,7 @@ async def replay_job(
                     "replay already in progress for this target", {"replay_target": replay_target}
                 )
             # A claim left behind by a crashed replay: take it over (G12).
+        override = await check_freeze(conn, ctx, "job.replay")
         if job.status not in {JobStatus.COMPLETED, JobStatus.FAILED}:
             raise Conflict(
                 f"thread '{thread_id}' has an active run (status {job.status}); replay needs a finished job",
@@ -395,7 +402,7 @@ async def replay_job(
             action="job.replay",
             resource_type="thread",
             resource_id=thread_id,
-            details={"replay_target": replay_target, "attempt_id": attempt_id},
+            details={"replay_target": replay_target, "attempt_id": attempt_id, **(override or {})},
         )
     return response
 
@@ -442,6 +449,7 @@ async def replay_dead_letter(db: Database, ctx: RequestContext, attempt_id: str)
                 f"thread '{job.thread_id}' has moved on since this attempt failed (status {job.status})",
                 {"thread_id": job.thread_id},
             )
+        override = await check_freeze(conn, ctx, "dlq.replay")
         replay_count = await dlq_store.mark_replayed(conn, attempt_id, now)
         if replay_count is None:
             raise Conflict(f"dead letter already replayed for attempt: {attempt_id}")
@@ -482,7 +490,7 @@ async def replay_dead_letter(db: Database, ctx: RequestContext, attempt_id: str)
             action="dlq.replay",
             resource_type="attempt",
             resource_id=attempt_id,
-            details={"thread_id": job.thread_id, "replay_count": replay_count},
+            details={"thread_id": job.thread_id, "replay_count": replay_count, **(override or {})},
         )
     return {
         "attempt_id": attempt_id,

@@ -328,3 +328,24 @@ api_keys = Table(
     Column("last_used_at_ms", BigInteger, nullable=True),
 )
 Index("idx_runtime_api_keys_status", api_keys.c.status)
+
+incidents = Table(
+    "runtime_incidents",
+    metadata,
+    Column("incident_id", String(ID), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("opened_by", String(ID), nullable=True),
+    Column("opened_at_ms", BigInteger, nullable=False),
+    Column("closed_by", String(ID), nullable=True),
+    Column("closed_at_ms", BigInteger, nullable=True),
+    Column("close_reason", Text, nullable=True),
+)
+# One open incident at a time: the freeze is a single switch.
+Index(
+    "uq_runtime_incidents_open",
+    incidents.c.status,
+    unique=True,
+    postgresql_where=text("status = 'open'"),
+    sqlite_where=text("status = 'open'"),
+)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from oris.config import ServerSettings
+from oris.store.schema import code_version
 from tests.support import oris_command, running_server, server_env
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +34,7 @@ def test_db_commands_upgrade_report_and_check(settings: ServerSettings) -> None:
     assert "oris db upgrade" in check.stderr
     upgrade = oris(settings, "db", "upgrade")
     assert upgrade.returncode == 0, upgrade.stderr
-    assert oris(settings, "db", "current").stdout.strip() == "1"
+    assert oris(settings, "db", "current").stdout.strip() == str(code_version())
     assert oris(settings, "db", "check").returncode == 0
 
 
@@ -65,7 +65,7 @@ def test_serve_refuses_a_newer_schema_quickly_naming_both_versions(
     result = oris(settings, "serve", ORIS_SERVER_ADDR="127.0.0.1:0")
     assert result.returncode != 0
     assert time.monotonic() - started < 30
-    assert "schema version 42 is newer than supported 1" in result.stderr
+    assert f"schema version 42 is newer than supported {code_version()}" in result.stderr
     upgrade = oris(settings, "db", "upgrade")
     assert upgrade.returncode != 0
     assert "42" in upgrade.stderr

@@ -16,6 +16,7 @@ from oris.api.deps import (
     request_id,
     runtime,
     set_audit_resource,
+    with_override,
 )
 from oris.api.envelope import ok
 from oris.api.models import (
@@ -147,6 +148,7 @@ async def resume_job(
     body: Annotated[ResumeJobBody, Depends(json_body(ResumeJobBody))],
 ) -> Response:
     """Resume the job's pending interrupt with a value."""
+    ctx = with_override(ctx, body.override_reason)
     return ok(ctx.request_id, await resumption.resume_job(rt.db, ctx, thread_id, body.value))
 
 
@@ -160,6 +162,7 @@ async def replay_job(
     body: Annotated[ReplayJobBody, Depends(json_body(ReplayJobBody))],
 ) -> Response:
     """Queue a replay from a checkpoint (or the latest); duplicates return the first result."""
+    ctx = with_override(ctx, body.override_reason)
     return ok(ctx.request_id, await resumption.replay_job(rt, ctx, thread_id, body.checkpoint_id))
 
 

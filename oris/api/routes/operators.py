@@ -10,11 +10,17 @@ from starlette.responses import Response
 
 from oris.api.deps import audit_read, audited, caller, json_body, runtime
 from oris.api.envelope import ok
-from oris.api.models import CreateKeyBody, RejectInterruptBody, ResumeInterruptBody
+from oris.api.models import (
+    CloseIncidentBody,
+    CreateKeyBody,
+    OpenIncidentBody,
+    RejectInterruptBody,
+    ResumeInterruptBody,
+)
 from oris.domain.clock import to_rfc3339
 from oris.domain.errors import InvalidArgument
 from oris.domain.validation import clamp_limit
-from oris.services import audit, keys, resumption
+from oris.services import audit, incidents, keys, resumption
 from oris.services.audit import AuditFilter
 from oris.services.context import RequestContext
 from oris.services.runtime import Runtime
@@ -221,3 +227,27 @@ async def disable_key(rt: Rt, ctx: Ctx, key_id: str) -> Response:
 async def rotate_key(rt: Rt, ctx: Ctx, key_id: str) -> Response:
     """Issue a new secret for a key."""
     return ok(ctx.request_id, await keys.rotate_key(rt.db, ctx, key_id))
+
+
+@router.get("/incidents")
+async def list_incidents(rt: Rt, ctx: Ctx) -> Response:
+    """Recent incidents and the open one, if any."""
+    data = await incidents.recent(rt.db)
+    data["current"] = await incidents.current(rt.db)
+    return ok(ctx.request_id, data)
+
+
+@router.post("/incidents", dependencies=[Depends(audited("incident.open", "incident"))])
+async def open_incident(
+    rt: Rt, ctx: Ctx, body: Annotated[OpenIncidentBody, Depends(json_body(OpenIncidentBody))]
+) -> Response:
+    """Open an incident: replays, DLQ replays and resumes need an override until it closes."""
+    return ok(ctx.request_id, await incidents.open_incident(rt.db, ctx, body.reason))
+
+
+@router.post("/incidents/close", dependencies=[Depends(audited("incident.close", "incident"))])
+async def close_incident(
+    rt: Rt, ctx: Ctx, body: Annotated[CloseIncidentBody, Depends(json_body(CloseIncidentBody))]
+) -> Response:
+    """Close the open incident."""
+    return ok(ctx.request_id, await incidents.close_incident(rt.db, ctx, body.reason))
