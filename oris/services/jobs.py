@@ -28,7 +28,7 @@ from oris.domain.validation import (
     optional_id,
     require_id,
 )
-from oris.services import audit
+from oris.services import audit, events
 from oris.services.context import RequestContext
 from oris.services.views import (
     attempt_trace,
@@ -285,7 +285,7 @@ async def _start_run(
         valid.thread_id,
         {**job_values, "run_no": run_no, "current_attempt_id": attempt_id},
     )
-    await job_store.add_event(
+    await events.record(
         conn,
         thread_id=valid.thread_id,
         event_type="job_queued",
@@ -522,7 +522,7 @@ async def cancel_job_in(
         job.thread_id,
         {"status": JobStatus.CANCELLED.value, "cancel_reason": reason, "updated_at_ms": now},
     )
-    await job_store.add_event(
+    await events.record(
         conn,
         thread_id=job.thread_id,
         event_type=event_type,

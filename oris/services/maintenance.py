@@ -23,6 +23,7 @@ from oris.domain.states import (
     JobStatus,
     LeaseState,
 )
+from oris.services import events
 from oris.services.runtime import Runtime
 from oris.services.scheduler import fail_attempt
 from oris.store import dispatch as dispatch_store
@@ -90,7 +91,7 @@ async def _requeue(conn: AsyncConnection, lease: LeaseRecord, now: int) -> bool:
     await job_store.update_job(
         conn, attempt.run_id, {"status": JobStatus.QUEUED.value, "updated_at_ms": now}
     )
-    await job_store.add_event(
+    await events.record(
         conn,
         thread_id=attempt.run_id,
         event_type="lease_expired",
@@ -115,7 +116,7 @@ async def _apply_timeouts(rt: Runtime) -> int:
                 "message": f"execution timed out after {attempt.execution_timeout_ms} ms",
                 "type": "timeout",
             }
-            await job_store.add_event(
+            await events.record(
                 conn,
                 thread_id=attempt.run_id,
                 event_type="attempt_timed_out",

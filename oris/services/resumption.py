@@ -19,7 +19,7 @@ from oris.domain.states import (
 )
 from oris.domain.trace import TraceContext
 from oris.domain.validation import check_id, clamp_limit, require_id
-from oris.services import audit
+from oris.services import audit, events
 from oris.services.context import RequestContext
 from oris.services.incidents import check_freeze
 from oris.services.jobs import attempt_values, cancel_job_in
@@ -204,7 +204,7 @@ async def _resume(
         raise Conflict(
             "interrupt changed concurrently; retry", {"interrupt_id": interrupt.interrupt_id}
         )
-    await job_store.add_event(
+    await events.record(
         conn,
         thread_id=job.thread_id,
         event_type="interrupt_resumed",
@@ -387,7 +387,7 @@ async def replay_job(
                 response_json=dump_json(response),
             )
         )
-        await job_store.add_event(
+        await events.record(
             conn,
             thread_id=thread_id,
             event_type="replay_queued",
@@ -476,7 +476,7 @@ async def replay_dead_letter(db: Database, ctx: RequestContext, attempt_id: str)
             job.thread_id,
             {"status": JobStatus.QUEUED.value, "error_json": None, "updated_at_ms": now},
         )
-        await job_store.add_event(
+        await events.record(
             conn,
             thread_id=job.thread_id,
             event_type="dlq_replayed",

@@ -23,6 +23,7 @@ from oris.domain.states import (
     job_status_for,
 )
 from oris.domain.validation import check_lease_ttl, require_id
+from oris.services import events
 from oris.services.jobs import parse_retry_policy
 from oris.services.runtime import Runtime
 from oris.services.views import attempt_trace, trace_view
@@ -257,7 +258,7 @@ async def _lease_attempt(
     recovery_ms = None
     if attempt.lease_expired_at_ms is not None:
         recovery_ms = float(max(now - attempt.lease_expired_at_ms, 0))
-    await job_store.add_event(
+    await events.record(
         conn,
         thread_id=attempt.run_id,
         event_type="attempt_recovered" if recovery_ms is not None else "attempt_dispatched",
@@ -468,7 +469,7 @@ async def report_step(rt: Runtime, worker_id: str, report: StepReport) -> dict[s
                 "created_at_ms": now,
             },
         )
-        await job_store.add_event(
+        await events.record(
             conn,
             thread_id=attempt.run_id,
             event_type="step_reported",
@@ -541,7 +542,7 @@ async def ack(rt: Runtime, worker_id: str, command: AckCommand) -> dict[str, Any
         lease = await _live_lease(
             conn, rt, worker_id=worker_id, attempt=attempt, lease_id=command.lease_id, now=now
         )
-        response, outcome = await _apply_ack(conn, rt, attempt, command, policy, now)
+        response, outcome = await _apply_ack(conn, rt, attempt, command, policy, now, worker_id)
         response["trace"] = await _advance_trace(conn, attempt, now)
         if not await lease_store.release(
             conn, lease, now_ms=now, ack_hash=ack_hash, response=response
@@ -587,6 +588,7 @@ async def _apply_ack(
     command: AckCommand,
     policy: RetryPolicy | None,
     now: int,
+    worker_id: str,
 ) -> tuple[dict[str, Any], str]:
     status = command.terminal_status
     base = {
@@ -607,12 +609,12 @@ async def _apply_ack(
             now_ms=now,
         )
         await _finish(conn, attempt, AttemptStatus.INTERRUPTED, now, output=None, error=None)
-        await job_store.add_event(
+        await events.record(
             conn,
             thread_id=attempt.run_id,
             event_type="interrupt_opened",
             attempt_id=attempt.attempt_id,
-            details={"interrupt_id": interrupt.interrupt_id},
+            details={"interrupt_id": interrupt.interrupt_id, "worker_id": worker_id},
             now_ms=now,
         )
         return {
@@ -629,14 +631,16 @@ async def _apply_ack(
             error=command.error,
             now=now,
             reason=DeadLetterReason.TERMINAL_FAILED,
+            worker_id=worker_id,
         )
     outcome = AttemptStatus(str(status))
     await _finish(conn, attempt, outcome, now, output=command.output, error=command.error)
-    await job_store.add_event(
+    await events.record(
         conn,
         thread_id=attempt.run_id,
         event_type=f"attempt_{status}",
         attempt_id=attempt.attempt_id,
+        details={"worker_id": worker_id},
         now_ms=now,
     )
     return {**base, "status": status}, str(status)
@@ -691,6 +695,7 @@ async def fail_attempt(
     error: dict[str, Any] | None,
     now: int,
     reason: DeadLetterReason,
+    worker_id: str | None = None,
 ) -> tuple[dict[str, Any], str]:
     """A failure: book a retry when the policy allows it, otherwise dead-letter the attempt."""
     effective = policy
@@ -748,12 +753,17 @@ async def fail_attempt(
                 "updated_at_ms": now,
             },
         )
-        await job_store.add_event(
+        await events.record(
             conn,
             thread_id=attempt.run_id,
             event_type="retry_scheduled",
             attempt_id=attempt.attempt_id,
-            details={"next_attempt_no": next_no, "delay_ms": delay, "reason": reason.value},
+            details={
+                "next_attempt_no": next_no,
+                "delay_ms": delay,
+                "reason": reason.value,
+                "worker_id": worker_id,
+            },
             now_ms=now,
         )
         return {
@@ -772,12 +782,12 @@ async def fail_attempt(
         error=error,
         now_ms=now,
     )
-    await job_store.add_event(
+    await events.record(
         conn,
         thread_id=attempt.run_id,
         event_type="dead_lettered",
         attempt_id=attempt.attempt_id,
-        details={"reason": reason.value, "attempt_no": attempt.attempt_no},
+        details={"reason": reason.value, "attempt_no": attempt.attempt_no, "worker_id": worker_id},
         now_ms=now,
     )
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,12 @@ from oris.domain.errors import Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE = "oris_write"
+_AFTER_COMMIT = "oris_after_commit"
+
+
+def after_commit(conn: AsyncConnection, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the connection's current transaction has committed."""
+    conn.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,8 @@ class Database:
                 conn = await raw.execution_options(**{_WRITE: write})
                 async with conn.begin():
                     yield conn
+                for callback in conn.info.pop(_AFTER_COMMIT, []):
+                    callback()
         except (TimeoutError, DBAPIError, OSError, ConnectionError) as error:
             if is_connectivity_error(error):
                 raise Unavailable(
