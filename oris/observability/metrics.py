@@ -15,6 +15,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 LATENCY_BUCKETS_MS: tuple[float, ...] = (1, 5, 10, 25, 50, 100, 250, 500, 1000)
+# Recovery includes the lease grace and the sweep interval (seconds by design), so it needs
+# buckets past upstream's 1000 ms for an alert on its p95 to be able to fire.
+RECOVERY_BUCKETS_MS: tuple[float, ...] = (
+    *LATENCY_BUCKETS_MS,
+    2500,
+    5000,
+    7500,
+    10000,
+    30000,
+    60000,
+)
 HTTP_BUCKETS_SECONDS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -108,7 +119,7 @@ class RuntimeMetrics:
         self.leases_expired = 0
         self.dispatches = 0
         self.dispatch_latency = Histogram(LATENCY_BUCKETS_MS)
-        self.recovery_latency = Histogram(LATENCY_BUCKETS_MS)
+        self.recovery_latency = Histogram(RECOVERY_BUCKETS_MS)
         self.maintenance_lag = Histogram(LATENCY_BUCKETS_MS)
         self.maintenance_runs = 0
         self.http_requests: dict[tuple[str, str, str], int] = {}
