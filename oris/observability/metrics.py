@@ -101,6 +101,7 @@ class DatabaseGauges:
     active_leases_by_tenant: dict[str, int]
     stale_leases: int
     open_incidents: int = 0
+    workers_seen: int = 0
     table_dead_tuples: dict[str, int] = field(default_factory=dict)
     oldest_transaction_age_seconds: float | None = None
 
@@ -349,9 +350,19 @@ class RuntimeMetrics:
         )
         out.append(f"oris_runtime_stale_leases {gauges.stale_leases}")
         out += family(
+            "oris_runtime_workers_seen",
+            "gauge",
+            "Workers that polled in the last 60 seconds, from the database.",
+        )
+        out.append(f"oris_runtime_workers_seen {gauges.workers_seen}")
+        out += family(
             "oris_runtime_open_incidents", "gauge", "Open operator incidents (freeze in force)."
         )
         out.append(f"oris_runtime_open_incidents {gauges.open_incidents}")
+        out += family(
+            "oris_runtime_workers_seen", "gauge", "Workers that polled in the last 60 seconds."
+        )
+        out.append(f"oris_runtime_workers_seen {gauges.workers_seen}")
         if gauges.table_dead_tuples:
             out += family(
                 "oris_runtime_table_dead_tuples",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from oris.domain.clock import now_ms
+from oris.domain.clock import now_ms, to_rfc3339
 from oris.domain.errors import Unavailable
 from oris.observability.metrics import DatabaseGauges
 from oris.services import incidents
@@ -15,6 +15,9 @@ from oris.store import dispatch as dispatch_store
 from oris.store import health as health_store
 from oris.store import incidents as incident_store
 from oris.store import schema
+from oris.store import workers as worker_store
+
+WORKERS_SEEN_WINDOW_MS = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,7 @@ async def database_gauges(rt: Runtime) -> DatabaseGauges:
         stale = await health_store.stale_leases(conn, now)
         dead_tuples, oldest = await health_store.postgres_table_health(conn)
         open_incidents = 0 if await incident_store.current(conn) is None else 1
+        workers_seen = await worker_store.count_since(conn, now - WORKERS_SEEN_WINDOW_MS)
     return DatabaseGauges(
         queue_depth=depth,
         dlq_depth=dlq,
@@ -86,6 +90,27 @@ async def database_gauges(rt: Runtime) -> DatabaseGauges:
         active_leases_by_tenant=by_tenant,
         stale_leases=stale,
         open_incidents=open_incidents,
+        workers_seen=workers_seen,
         table_dead_tuples=dead_tuples,
         oldest_transaction_age_seconds=oldest,
     )
+
+
+async def recent_workers(rt: Runtime, window_seconds: float) -> dict[str, Any]:
+    """Workers that polled within the window, with the leases they hold now."""
+    now = now_ms()
+    async with rt.db.read() as conn:
+        rows = await worker_store.seen_since(conn, now - int(window_seconds * 1000), 500)
+        held = await health_store.active_leases_by(conn, "worker_id", now)
+    return {
+        "window_seconds": window_seconds,
+        "workers": [
+            {
+                "worker_id": row["worker_id"],
+                "first_seen_at": to_rfc3339(row["first_seen_at_ms"]),
+                "last_seen_at": to_rfc3339(row["last_seen_at_ms"]),
+                "active_leases": held.get(row["worker_id"], 0),
+            }
+            for row in rows
+        ],
+    }

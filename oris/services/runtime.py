@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from oris.config import ServerSettings
 from oris.observability.metrics import RuntimeMetrics
@@ -16,3 +16,6 @@ class Runtime:
     db: Database
     settings: ServerSettings
     metrics: RuntimeMetrics
+    # When this process last recorded each worker's poll (monotonic seconds); the registry
+    # is written at most once per WORKER_SEEN_INTERVAL_SECONDS per worker and process.
+    worker_seen: dict[str, float] = field(default_factory=dict)

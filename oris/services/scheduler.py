@@ -32,11 +32,13 @@ from oris.store import dispatch as dispatch_store
 from oris.store import interrupts as interrupt_store
 from oris.store import jobs as job_store
 from oris.store import leases as lease_store
+from oris.store import workers as worker_store
 from oris.store.dialect import insert_ignore
 from oris.store.records import AttemptRecord, LeaseRecord, dump_json
 from oris.store.tables import step_reports
 
 MAX_POLL_BATCH = 100
+WORKER_SEEN_INTERVAL_SECONDS = 5.0
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 ACK_STATUSES = (*TERMINAL_STATUSES, "interrupted")
 
@@ -103,6 +105,7 @@ async def poll(rt: Runtime, command: PollCommand) -> dict[str, Any]:
     ttl_ms = int(settings.lease_ttl_seconds * 1000)
     async with rt.db.write() as conn:
         now = now_ms()
+        await _note_worker(conn, rt, worker_id, now)
         active = await lease_store.count_active_for_worker(conn, worker_id, now)
         if active >= worker_cap:
             rt.metrics.backpressured("worker_limit")
@@ -160,6 +163,18 @@ async def poll(rt: Runtime, command: PollCommand) -> dict[str, Any]:
         **{k: v for k, v in first.items() if k not in _POLL_KEYS},
         dispatches=dispatched,
     )
+
+
+async def _note_worker(conn: AsyncConnection, rt: Runtime, worker_id: str, now: int) -> None:
+    """Keep the worker registry fresh without writing on every poll."""
+    moment = time.monotonic()
+    last = rt.worker_seen.get(worker_id)
+    if last is not None and moment - last < WORKER_SEEN_INTERVAL_SECONDS:
+        return
+    if len(rt.worker_seen) > 100_000:
+        rt.worker_seen.clear()
+    rt.worker_seen[worker_id] = moment
+    await worker_store.touch(conn, worker_id, "poll", now)
 
 
 async def _claim(

@@ -349,3 +349,13 @@ Index(
     postgresql_where=text("status = 'open'"),
     sqlite_where=text("status = 'open'"),
 )
+
+workers = Table(
+    "runtime_workers",
+    metadata,
+    Column("worker_id", String(ID), primary_key=True),
+    Column("first_seen_at_ms", BigInteger, nullable=False),
+    Column("last_seen_at_ms", BigInteger, nullable=False),
+    Column("last_decision", String(32), nullable=True),
+)
+Index("idx_runtime_workers_last_seen", workers.c.last_seen_at_ms.desc())

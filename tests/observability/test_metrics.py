@@ -90,6 +90,9 @@ async def test_metrics_move_as_documented(api: httpx.AsyncClient) -> None:
     assert after['oris_runtime_attempts{status="queued"}'] == 2
     assert after["oris_runtime_stale_leases"] == 0
     assert after["oris_runtime_database_up"] == 1
+    assert after["oris_runtime_workers_seen"] == 4
+    workers = (await api.get("/v1/workers")).json()["data"]["workers"]
+    assert {w["worker_id"] for w in workers} == {"w1", "w2", "w3", "w4"}
     assert (
         after[
             'oris_runtime_http_requests_total{method="POST",route="/v1/workers/poll",status_class="2xx"}'

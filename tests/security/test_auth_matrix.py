@@ -52,6 +52,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/audit/logs", None),
     ("GET", "/v1/audit/verify", None),
     ("GET", "/v1/keys", None),
+    ("GET", "/v1/workers", None),
     ("POST", "/v1/keys", {"role": "viewer"}),
     ("POST", "/v1/keys/none/disable", None),
     ("POST", "/v1/keys/none/rotate", None),
@@ -65,6 +66,8 @@ def expected(caller: str, method: str, path: str) -> str:
     if caller == "admin":
         return "allowed"
     workers = path.startswith("/v1/workers")
+    if workers and method == "GET":
+        return "403" if caller in {"worker", "worker-other-id"} else "allowed"
     if caller in {"worker", "worker-other-id"}:
         if not workers or method == "GET":
             return "403"

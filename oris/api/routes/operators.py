@@ -20,7 +20,7 @@ from oris.api.models import (
 from oris.domain.clock import to_rfc3339
 from oris.domain.errors import InvalidArgument
 from oris.domain.validation import clamp_limit
-from oris.services import audit, incidents, keys, resumption
+from oris.services import audit, health, incidents, keys, resumption
 from oris.services.audit import AuditFilter
 from oris.services.context import RequestContext
 from oris.services.runtime import Runtime
@@ -251,3 +251,11 @@ async def close_incident(
 ) -> Response:
     """Close the open incident."""
     return ok(ctx.request_id, await incidents.close_incident(rt.db, ctx, body.reason))
+
+
+@router.get("/workers")
+async def list_workers(rt: Rt, ctx: Ctx, window_seconds: float = 300.0) -> Response:
+    """Workers that polled recently and the leases they hold."""
+    if not 0 < window_seconds <= 86_400:
+        raise InvalidArgument("window_seconds must be between 0 and 86400")
+    return ok(ctx.request_id, await health.recent_workers(rt, window_seconds))
