@@ -1,0 +1,323 @@
+"""``oris triage``: collect the runbook's triage data into an evidence folder and summarise."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from prometheus_client.parser import text_string_to_metric_families
+
+from oris.cli.errors import EXIT_FAILURE, EXIT_UNREACHABLE, fail
+from oris.client import ApiError, OrisClient, ServerUnreachable
+from oris.config import ClientSettings
+
+AUDIT_WINDOW_SECONDS = 3600
+ERROR_RATE_THRESHOLD = 0.05
+CONFLICT_RATE_THRESHOLD = 0.2
+RECOVERY_P95_THRESHOLD_MS = 10_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """One of the runbook's key signals."""
+
+    name: str
+    value: float | None
+    threshold: str
+    breached: bool
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Sample ``name{labels}`` → value."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+def histogram_p95(metrics: dict[str, float], name: str) -> float | None:
+    """p95 upper bound from cumulative buckets (None without observations)."""
+    buckets: list[tuple[float, float]] = []
+    for key, value in metrics.items():
+        if key.startswith(f"{name}_bucket{{"):
+            label = key.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if label == "+Inf" else float(label), value))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    for bound, cumulative in buckets:
+        if cumulative >= 0.95 * total:
+            return bound
+    return None
+
+
+def _sum(metrics: dict[str, float], prefix: str) -> float:
+    return sum(v for k, v in metrics.items() if k == prefix or k.startswith(prefix + "{"))
+
+
+def signals(first: dict[str, float], second: dict[str, float]) -> list[Signal]:
+    """The five runbook signals from two scrapes a few seconds apart."""
+    depth = second.get("oris_runtime_queue_depth", 0.0)
+    dispatched = _sum(second, "oris_runtime_dispatches_total") - _sum(
+        first, "oris_runtime_dispatches_total"
+    )
+    backpressure = _sum(second, "oris_runtime_backpressure_total") - _sum(
+        first, "oris_runtime_backpressure_total"
+    )
+    conflict = second.get("oris_runtime_lease_conflict_rate", 0.0)
+    error_rate = second.get("oris_runtime_terminal_error_rate", 0.0)
+    recovery = histogram_p95(second, "oris_runtime_recovery_latency_ms")
+    return [
+        Signal(
+            "oris_runtime_queue_depth", depth, "> 0 with no dispatch", depth > 0 and dispatched == 0
+        ),
+        Signal(
+            "oris_runtime_lease_conflict_rate",
+            conflict,
+            f"> {CONFLICT_RATE_THRESHOLD}",
+            conflict > CONFLICT_RATE_THRESHOLD,
+        ),
+        Signal(
+            "oris_runtime_recovery_latency_ms",
+            recovery,
+            f"p95 > {RECOVERY_P95_THRESHOLD_MS:.0f} ms",
+            recovery is not None and recovery > RECOVERY_P95_THRESHOLD_MS,
+        ),
+        Signal(
+            "oris_runtime_backpressure_total",
+            backpressure,
+            "increasing while queue depth > 0",
+            backpressure > 0 and depth > 0,
+        ),
+        Signal(
+            "oris_runtime_terminal_error_rate",
+            error_rate,
+            f"> {ERROR_RATE_THRESHOLD}",
+            error_rate > ERROR_RATE_THRESHOLD,
+        ),
+    ]
+
+
+def playbook(
+    health_ok: bool, health: dict[str, Any], found: list[Signal], stale: float, workers: int
+) -> str:
+    """The runbook playbook the evidence points to."""
+    by_name = {s.name: s for s in found}
+    reason = str(health.get("reason", ""))
+    if not health_ok:
+        if "schema" in reason:
+            return "Failed deploy after schema change"
+        return "API unavailable"
+    # Backpressure first: polls that hit a cap explain a queue that does not drain.
+    if by_name["oris_runtime_backpressure_total"].breached:
+        return "Sustained backpressure"
+    if by_name["oris_runtime_queue_depth"].breached or (stale > 0 and workers == 0):
+        return "Queue depth rising, no dispatch"
+    if by_name["oris_runtime_terminal_error_rate"].breached:
+        return "High terminal error rate"
+    if (
+        by_name["oris_runtime_lease_conflict_rate"].breached
+        or by_name["oris_runtime_recovery_latency_ms"].breached
+    ):
+        return "Queue depth rising, no dispatch"
+    return "none: every signal is within its threshold"
+
+
+async def _safe(call: Any) -> Any:
+    try:
+        return await call
+    except ApiError as error:
+        return {
+            "error": {
+                "status": error.status,
+                "code": error.code,
+                "message": error.message,
+                "request_id": error.request_id,
+            }
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What one triage run read from the server."""
+
+    health_status: int
+    health: Any
+    metrics_first: str
+    metrics_second: str
+    documents: dict[str, Any]
+
+
+async def gather(client: OrisClient, sample_seconds: float, audit_window_seconds: int) -> Evidence:
+    """Read everything the runbook's triage step asks for (two metric scrapes apart)."""
+    health_response = await client.raw("GET", "/healthz")
+    try:
+        health = health_response.json()
+    except ValueError:
+        health = {"status": "unreadable", "body": health_response.text[:500]}
+    first_text = (await client.raw("GET", "/metrics")).text
+    await asyncio.sleep(sample_seconds)
+    second_text = (await client.raw("GET", "/metrics")).text
+    now_ms = int(time.time() * 1000)
+    documents: dict[str, Any] = {
+        "jobs.json": await _safe(client.list_jobs(limit=20)),
+        "audit.json": await _safe(
+            client.audit_logs(from_ms=now_ms - audit_window_seconds * 1000, limit=500)
+        ),
+        "dlq.json": await _safe(client.list_dlq(limit=100)),
+        "workers.json": await _safe(
+            client.request("GET", "/v1/workers", params={"window_seconds": 300})
+        ),
+        "incidents.json": await _safe(client.request("GET", "/v1/incidents")),
+    }
+    return Evidence(health_response.status_code, health, first_text, second_text, documents)
+
+
+def summarise(evidence: Evidence, server_url: str, folder: Path) -> dict[str, Any]:
+    """The one-screen summary and the playbook the signals point to."""
+    health = evidence.health if isinstance(evidence.health, dict) else {}
+    first, second = parse_metrics(evidence.metrics_first), parse_metrics(evidence.metrics_second)
+    found = signals(first, second)
+    health_ok = evidence.health_status == 200
+    workers_doc = evidence.documents["workers.json"]
+    workers = workers_doc.get("workers", []) if isinstance(workers_doc, dict) else []
+    stale = second.get("oris_runtime_stale_leases", 0.0)
+    return {
+        "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "server_url": server_url,
+        "health": {"ok": health_ok, "status_code": evidence.health_status, **health},
+        "signals": [_signal_dict(s) for s in found],
+        "backpressure_by_reason": {
+            reason: second.get(f'oris_runtime_backpressure_total{{reason="{reason}"}}', 0.0)
+            - first.get(f'oris_runtime_backpressure_total{{reason="{reason}"}}', 0.0)
+            for reason in ("worker_limit", "tenant_limit")
+        },
+        "workers_seen": [w["worker_id"] for w in workers],
+        "stale_leases": stale,
+        "open_incident": health.get("incident"),
+        "playbook": playbook(health_ok, health, found, stale, len(workers)),
+        "evidence": str(folder),
+    }
+
+
+def _signal_dict(signal: Signal) -> dict[str, Any]:
+    return {
+        "name": signal.name,
+        "value": signal.value,
+        "threshold": signal.threshold,
+        "breached": signal.breached,
+    }
+
+
+def write_evidence(folder: Path, evidence: Evidence, summary: dict[str, Any]) -> None:
+    """The evidence folder with a SHA-256 manifest of every file."""
+    folder.mkdir(parents=True, exist_ok=False)
+    files: dict[str, str] = {
+        "healthz.json": json.dumps(
+            {"status_code": evidence.health_status, "body": evidence.health}, indent=2
+        ),
+        "metrics-1.prom": evidence.metrics_first,
+        "metrics-2.prom": evidence.metrics_second,
+        "summary.json": json.dumps(summary, indent=2, sort_keys=True),
+        **{
+            name: json.dumps(doc, indent=2, sort_keys=True)
+            for name, doc in evidence.documents.items()
+        },
+    }
+    lines = []
+    for name, content in sorted(files.items()):
+        data = (content.rstrip("\n") + "\n").encode()
+        (folder / name).write_bytes(data)
+        lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}")
+    (folder / "MANIFEST.sha256").write_text("\n".join(lines) + "\n")
+
+
+def render(summary: dict[str, Any]) -> str:
+    """One screen for a person."""
+    health = summary["health"]
+    lines = [
+        f"Oris triage  {summary['collected_at']}  {summary['server_url']}",
+        f"health      {'ok' if health['ok'] else 'FAILING'} ({health.get('status_code')}) "
+        f"{health.get('reason', '') or ''}".rstrip(),
+        "",
+        f"{'signal':<36} {'value':>12}  {'alert threshold':<34} state",
+    ]
+    for signal in summary["signals"]:
+        value = "-" if signal["value"] is None else f"{signal['value']:.6g}"
+        state = "BEYOND" if signal["breached"] else "ok"
+        lines.append(f"{signal['name']:<36} {value:>12}  {signal['threshold']:<34} {state}")
+    by_reason = summary["backpressure_by_reason"]
+    lines += [
+        "",
+        f"backpressure during sample: worker_limit {by_reason['worker_limit']:.0f}, tenant_limit {by_reason['tenant_limit']:.0f}",
+        f"workers seen (5 min): {len(summary['workers_seen'])} {' '.join(summary['workers_seen'][:8])}",
+        f"leases stuck past expiry: {summary['stale_leases']:.0f}",
+        f"open incident: {summary['open_incident']['incident_id'] if summary['open_incident'] else 'none'}",
+        "",
+        f"playbook: {summary['playbook']}",
+        f"evidence: {summary['evidence']} (MANIFEST.sha256)",
+    ]
+    return "\n".join(lines)
+
+
+def triage(
+    server_url: Annotated[
+        str | None,
+        typer.Option(
+            "--server-url",
+            envvar="ORIS_SERVER_URL",
+            help="API base URL.",
+            show_default="http://127.0.0.1:8080",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path,
+        typer.Option(
+            "--output-dir", envvar="ORIS_TRIAGE_DIR", help="Where the evidence folder is created."
+        ),
+    ] = Path("evidence"),
+    sample_seconds: Annotated[
+        float,
+        typer.Option(
+            "--sample-seconds", min=0.0, max=60.0, help="Seconds between the two metric scrapes."
+        ),
+    ] = 2.0,
+    audit_window_seconds: Annotated[
+        int,
+        typer.Option("--audit-window-seconds", min=1, help="How much of the audit log to keep."),
+    ] = AUDIT_WINDOW_SECONDS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Collect health, metrics, recent jobs, the audit window and the DLQ; name the playbook."""
+    settings = ClientSettings() if server_url is None else ClientSettings(server_url=server_url)
+    folder = output_dir / f"triage-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+    async def go() -> Evidence:
+        async with OrisClient(settings) as client:
+            return await gather(client, sample_seconds, audit_window_seconds)
+
+    try:
+        evidence = asyncio.run(go())
+    except ServerUnreachable as error:
+        fail(f"server unreachable: {error}", EXIT_UNREACHABLE)
+    summary = summarise(evidence, settings.server_url, folder)
+    try:
+        write_evidence(folder, evidence, summary)
+    except FileExistsError:
+        fail(f"evidence folder {folder} already exists")
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    else:
+        typer.echo(render(summary))
+    if not summary["health"]["ok"]:
+        raise typer.Exit(EXIT_FAILURE)
