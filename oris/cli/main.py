@@ -23,6 +23,7 @@ def _register_optional() -> None:
 
     for module_name, attribute, name in (
         ("oris.cli.worker", "worker", None),
+        ("oris.cli.triage", "triage", None),
         ("oris.cli.operator", "register", None),
     ):
         try:
