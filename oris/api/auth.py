@@ -71,6 +71,10 @@ class Authenticator:
         self._verifier = verifier
         self._open = settings.auth_disabled
 
+    def keys_changed(self) -> None:
+        """A key was created, disabled or rotated by this process: re-read at once."""
+        self._verifier.invalidate()
+
     @property
     def static_credentials(self) -> bool:
         """Whether any bootstrap credential is configured."""

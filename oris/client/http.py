@@ -87,15 +87,9 @@ class OrisClient:
             response = await self._http.request(
                 method, path, json=json, params=clean, headers=headers
             )
-        except (
-            httpx.ConnectError,
-            httpx.ConnectTimeout,
-            httpx.ReadTimeout,
-            httpx.RemoteProtocolError,
-            httpx.ReadError,
-            httpx.WriteError,
-            httpx.PoolTimeout,
-        ) as error:
+        except httpx.UnsupportedProtocol as error:
+            raise ServerUnreachable(f"{self.settings.server_url}: not an http(s) URL") from error
+        except httpx.TransportError as error:
             raise ServerUnreachable(
                 f"{self.settings.server_url}: {type(error).__name__}: {error}"
             ) from error

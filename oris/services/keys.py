@@ -178,6 +178,11 @@ class KeyVerifier:
         self._cache: dict[tuple[str, str], tuple[float, VerifiedKey]] = {}
         self._active_count: tuple[float, int] | None = None
 
+    def invalidate(self) -> None:
+        """Forget cached answers (after this process changed a key)."""
+        self._active_count = None
+        self._cache.clear()
+
     async def any_active(self) -> bool:
         """Whether at least one managed key exists, re-read at most once a second."""
         now = time.monotonic()

@@ -219,3 +219,15 @@ async def test_rate_limit_answers_429_with_retry_after(make_settings: Any) -> No
         assert response.status_code == 429
         assert response.json()["error"]["code"] == "rate_limited"
         assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_the_first_managed_key_must_be_admin(api: httpx.AsyncClient) -> None:
+    refused = await api.post("/v1/keys", json={"role": "operator"})
+    assert refused.status_code == 400
+    assert "first credential must be an admin key" in refused.json()["error"]["message"]
+    created = await api.post("/v1/keys", json={"role": "admin", "key_id": "first-admin"})
+    assert created.status_code == 200
+    secret = created.json()["data"]["secret"]
+    assert (await api.get("/v1/jobs")).status_code == 401
+    headers = {"x-api-key-id": "first-admin", "x-api-key": secret}
+    assert (await api.get("/v1/jobs", headers=headers)).status_code == 200

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
+from oris.api.auth import Authenticator
 from oris.api.deps import audit_read, audited, caller, json_body, runtime
 from oris.api.envelope import ok
 from oris.api.models import (
@@ -199,9 +200,20 @@ async def list_keys(rt: Rt, ctx: Ctx) -> Response:
 
 @router.post("/keys", dependencies=[Depends(audited("key.create", "api_key"))])
 async def create_key(
-    rt: Rt, ctx: Ctx, body: Annotated[CreateKeyBody, Depends(json_body(CreateKeyBody))]
+    request: Request,
+    rt: Rt,
+    ctx: Ctx,
+    body: Annotated[CreateKeyBody, Depends(json_body(CreateKeyBody))],
 ) -> Response:
     """Create a key; the secret is in this response only."""
+    authenticator: Authenticator = request.app.state.authenticator
+    if not await authenticator.enforced() and body.role.strip().lower() != "admin":
+        # The first credential turns authentication on for everyone: make sure somebody can
+        # still administer the server afterwards.
+        raise InvalidArgument(
+            "the first credential must be an admin key: creating it turns authentication on "
+            "for every caller"
+        )
     created = await keys.create_key(
         rt.db,
         ctx,
@@ -210,23 +222,28 @@ async def create_key(
         worker_id_prefix=body.worker_id_prefix,
         description=body.description,
     )
+    authenticator.keys_changed()
     return ok(ctx.request_id, created)
 
 
 @router.post(
     "/keys/{key_id}/disable", dependencies=[Depends(audited("key.disable", "api_key", "key_id"))]
 )
-async def disable_key(rt: Rt, ctx: Ctx, key_id: str) -> Response:
+async def disable_key(request: Request, rt: Rt, ctx: Ctx, key_id: str) -> Response:
     """Disable a key."""
-    return ok(ctx.request_id, await keys.disable_key(rt.db, ctx, key_id))
+    data = await keys.disable_key(rt.db, ctx, key_id)
+    request.app.state.authenticator.keys_changed()
+    return ok(ctx.request_id, data)
 
 
 @router.post(
     "/keys/{key_id}/rotate", dependencies=[Depends(audited("key.rotate", "api_key", "key_id"))]
 )
-async def rotate_key(rt: Rt, ctx: Ctx, key_id: str) -> Response:
+async def rotate_key(request: Request, rt: Rt, ctx: Ctx, key_id: str) -> Response:
     """Issue a new secret for a key."""
-    return ok(ctx.request_id, await keys.rotate_key(rt.db, ctx, key_id))
+    data = await keys.rotate_key(rt.db, ctx, key_id)
+    request.app.state.authenticator.keys_changed()
+    return ok(ctx.request_id, data)
 
 
 @router.get("/incidents")
