@@ -277,6 +277,13 @@ ReasonOption = Annotated[
     str | None, typer.Option("--reason", help="Why (recorded on the job and in the audit log).")
 ]
 LimitOption = Annotated[int | None, typer.Option("--limit", help="At most this many rows.")]
+OverrideOption = Annotated[
+    str | None,
+    typer.Option(
+        "--override-reason",
+        help="Proceed although an incident is open (the reason is audited).",
+    ),
+]
 
 JOB_COLUMNS = (
     Column("thread_id", "thread_id"),
@@ -455,10 +462,14 @@ async def jobs_cancel(
 
 @api_command(jobs_app, "resume", render=render_record)
 async def jobs_resume(
-    client: OrisClient, thread_id: ThreadIdArgument, value: ResumeValueOption
+    client: OrisClient,
+    thread_id: ThreadIdArgument,
+    value: ResumeValueOption,
+    override_reason: OverrideOption = None,
 ) -> Any:
     """Resume the job's pending interrupt with a value."""
-    return await client.resume_job(thread_id, value.value)
+    extra = {"override_reason": override_reason} if override_reason else {}
+    return await client.resume_job(thread_id, value.value, **extra)
 
 
 @api_command(jobs_app, "replay", render=render_record)
@@ -469,9 +480,11 @@ async def jobs_replay(
         str | None,
         typer.Option("--checkpoint-id", help="Replay from this checkpoint.", show_default="latest"),
     ] = None,
+    override_reason: OverrideOption = None,
 ) -> Any:
     """Queue a replay from a checkpoint; a duplicate replay returns the first result."""
-    return await client.replay_job(thread_id, checkpoint_id)
+    extra = {"override_reason": override_reason} if override_reason else {}
+    return await client.replay_job(thread_id, checkpoint_id, **extra)
 
 
 @api_command(jobs_app, "timeline", render=render_timeline)
@@ -520,10 +533,14 @@ async def interrupts_show(client: OrisClient, interrupt_id: InterruptIdArgument)
 
 @api_command(interrupts_app, "resume", render=render_record)
 async def interrupts_resume(
-    client: OrisClient, interrupt_id: InterruptIdArgument, value: ResumeValueOption
+    client: OrisClient,
+    interrupt_id: InterruptIdArgument,
+    value: ResumeValueOption,
+    override_reason: OverrideOption = None,
 ) -> Any:
     """Resume an interrupt with a value; the job is queued again."""
-    return await client.resume_interrupt(interrupt_id, value.value)
+    extra = {"override_reason": override_reason} if override_reason else {}
+    return await client.resume_interrupt(interrupt_id, value.value, **extra)
 
 
 @api_command(interrupts_app, "reject", render=render_record)
@@ -598,6 +615,7 @@ async def dlq_replay(
     attempt_ids: Annotated[
         list[str], typer.Argument(help="One or more attempt ids.", show_default=False)
     ],
+    override_reason: OverrideOption = None,
 ) -> Any:
     """Requeue dead letters with a fresh retry budget; continues past refusals (exit 1 if any)."""
     unique = list(dict.fromkeys(attempt_ids))
@@ -605,7 +623,7 @@ async def dlq_replay(
     for index, attempt_id in enumerate(unique, start=1):
         position = f"[{index}/{len(unique)}] " if len(unique) > 1 else ""
         try:
-            data = await client.replay_dlq(attempt_id)
+            data = await client.replay_dlq(attempt_id, override_reason=override_reason)
         except ApiError as error:
             report_api_error(error, prefix=f"{position}{attempt_id}: ")
             results.append(
@@ -694,6 +712,69 @@ async def audit_logs(
         limit=limit,
         before_id=before_id,
     )
+
+
+def render_audit_verify(data: Mapping[str, Any]) -> None:
+    """Print the chain verdict."""
+    if data.get("ok"):
+        print(f"audit chain intact: {data.get('rows_checked')} rows checked")
+    else:
+        print(
+            f"audit chain BROKEN at audit_id {data.get('first_bad_audit_id')}: {data.get('problem')}"
+            f" ({data.get('rows_checked')} rows checked)"
+        )
+
+
+@api_command(
+    audit_app,
+    "verify",
+    render=render_audit_verify,
+    exit_code=lambda data: 0 if data.get("ok") else 1,
+)
+async def audit_verify(client: OrisClient) -> Any:
+    """Check the audit hash chain; exit 1 and name the first altered row if it is broken."""
+    return await client.request("GET", "/v1/audit/verify")
+
+
+# --- incidents --------------------------------------------------------------------------------
+
+incident_app = typer.Typer(
+    help="Incident freeze: while open, replays and resumes need --override-reason.",
+    no_args_is_help=True,
+)
+
+
+def render_incident(data: Mapping[str, Any] | None) -> None:
+    """Print one incident (or that none is open)."""
+    if not data:
+        print("no incident is open")
+        return
+    render_fields(data, list(data))
+
+
+@api_command(incident_app, "open", render=render_incident)
+async def incident_open(
+    client: OrisClient,
+    reason: Annotated[str, typer.Option("--reason", help="Why (shown in /healthz and triage).")],
+) -> Any:
+    """Open an incident: freeze manual replay, DLQ replay and resume with a new payload."""
+    return await client.request("POST", "/v1/incidents", json={"reason": reason})
+
+
+@api_command(incident_app, "close", render=render_incident)
+async def incident_close(
+    client: OrisClient,
+    reason: Annotated[str | None, typer.Option("--reason", help="How it was mitigated.")] = None,
+) -> Any:
+    """Close the open incident and lift the freeze."""
+    return await client.request("POST", "/v1/incidents/close", json={"reason": reason})
+
+
+@api_command(incident_app, "status", render=render_incident)
+async def incident_status(client: OrisClient) -> Any:
+    """Show the open incident, if any."""
+    data = await client.request("GET", "/v1/incidents")
+    return data.get("current") if isinstance(data, dict) else None
 
 
 # --- keys -------------------------------------------------------------------------------------
@@ -786,6 +867,7 @@ def register(app: typer.Typer) -> None:
         ("interrupts", interrupts_app),
         ("dlq", dlq_app),
         ("audit", audit_app),
+        ("incident", incident_app),
         ("keys", keys_app),
     ):
         attach_group(app, name, group)

@@ -199,9 +199,12 @@ class OrisClient:
         """``GET /v1/dlq/{attempt_id}``."""
         return await self._object("GET", f"/v1/dlq/{attempt_id}")
 
-    async def replay_dlq(self, attempt_id: str) -> dict[str, Any]:
-        """``POST /v1/dlq/{attempt_id}/replay``."""
-        return await self._object("POST", f"/v1/dlq/{attempt_id}/replay")
+    async def replay_dlq(
+        self, attempt_id: str, *, override_reason: str | None = None
+    ) -> dict[str, Any]:
+        """``POST /v1/dlq/{attempt_id}/replay`` (with an incident-freeze override if given)."""
+        headers = {"x-oris-incident-override": override_reason} if override_reason else None
+        return await self._object("POST", f"/v1/dlq/{attempt_id}/replay", headers=headers)
 
     async def attempt_retries(self, attempt_id: str) -> dict[str, Any]:
         """``GET /v1/attempts/{attempt_id}/retries``."""
