@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from oris.cli import db, serve
+from oris.cli import db, drill, serve
 
 app = typer.Typer(
     name="oris",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 app.add_typer(db.app, name="db")
+app.add_typer(drill.app, name="drill")
 
 
 def _register_optional() -> None:
@@ -45,3 +46,7 @@ _register_optional()
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from prometheus_client.parser import text_string_to_metric_families
 
 from oris.cli.errors import EXIT_FAILURE, EXIT_UNREACHABLE, fail
 from oris.client import ApiError, OrisClient, ServerUnreachable
+from oris.client.metrics import histogram_p95, parse_metrics, total
 from oris.config import ClientSettings
 
 AUDIT_WINDOW_SECONDS = 3600
@@ -34,44 +34,13 @@ class Signal:
     breached: bool
 
 
-def parse_metrics(text: str) -> dict[str, float]:
-    """Sample ``name{labels}`` → value."""
-    out: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return out
-
-
-def histogram_p95(metrics: dict[str, float], name: str) -> float | None:
-    """p95 upper bound from cumulative buckets (None without observations)."""
-    buckets: list[tuple[float, float]] = []
-    for key, value in metrics.items():
-        if key.startswith(f"{name}_bucket{{"):
-            label = key.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float("inf") if label == "+Inf" else float(label), value))
-    buckets.sort()
-    total = buckets[-1][1] if buckets else 0
-    if not total:
-        return None
-    for bound, cumulative in buckets:
-        if cumulative >= 0.95 * total:
-            return bound
-    return None
-
-
-def _sum(metrics: dict[str, float], prefix: str) -> float:
-    return sum(v for k, v in metrics.items() if k == prefix or k.startswith(prefix + "{"))
-
-
 def signals(first: dict[str, float], second: dict[str, float]) -> list[Signal]:
     """The five runbook signals from two scrapes a few seconds apart."""
     depth = second.get("oris_runtime_queue_depth", 0.0)
-    dispatched = _sum(second, "oris_runtime_dispatches_total") - _sum(
+    dispatched = total(second, "oris_runtime_dispatches_total") - total(
         first, "oris_runtime_dispatches_total"
     )
-    backpressure = _sum(second, "oris_runtime_backpressure_total") - _sum(
+    backpressure = total(second, "oris_runtime_backpressure_total") - total(
         first, "oris_runtime_backpressure_total"
     )
     conflict = second.get("oris_runtime_lease_conflict_rate", 0.0)

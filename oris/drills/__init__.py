@@ -1,0 +1,1 @@
+"""Incident drills: each playbook of the runbook reproduced against real processes."""
