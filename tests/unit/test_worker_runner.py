@@ -1,0 +1,282 @@
+"""The worker loop against an in-memory fake of the worker protocol (no sockets, no database)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from oris.config import WorkerSettings
+from oris.worker import Context, PermanentError, Registry, RetryableError, Worker
+from oris.worker.builtins import builtin_registry
+
+UNREACHABLE = 0  # a pseudo status: the fake server refuses the connection
+
+
+def dispatch(workflow: str, input: Any = None, **fields: Any) -> dict[str, Any]:
+    """A dispatch item as the poll endpoint sends it (short lease: fast heartbeats)."""
+    item: dict[str, Any] = {
+        "attempt_id": f"attempt-{workflow}",
+        "lease_id": f"lease-{workflow}",
+        "lease_expires_at": "2030-01-01T00:00:00.000+00:00",
+        "lease_ttl_seconds": 0.3,
+        "thread_id": f"thread-{workflow}",
+        "run_no": 1,
+        "workflow": workflow,
+        "attempt_no": 1,
+        "kind": "run",
+        "input": input,
+        "tenant_id": None,
+        "priority": 0,
+        "checkpoint": {"checkpoint_id": "cp-0", "state": {}},
+        "resume_value": None,
+        "has_resume_value": False,
+        "trace": None,
+    }
+    item.update(fields)
+    return item
+
+
+class FakeServer:
+    """Answers the worker endpoints from queued dispatches; records what the worker sent."""
+
+    def __init__(self, *dispatches: dict[str, Any]) -> None:
+        self.queue = list(dispatches)
+        self.calls: list[tuple[str, Any]] = []
+        self.failing: dict[str, list[int]] = {}
+        self.polled_workflows: list[list[str]] = []
+
+    def fail(self, endpoint: str, *statuses: int) -> None:
+        """Answer the next calls to ``endpoint`` with these errors (or ``UNREACHABLE``), in order."""
+        self.failing.setdefault(endpoint, []).extend(statuses)
+
+    def sent(self, endpoint: str) -> list[Any]:
+        """Bodies the worker sent to ``endpoint`` (poll, heartbeat, report-step, ack)."""
+        return [body for name, body in self.calls if name == endpoint]
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"null")
+        endpoint = request.url.path.rsplit("/", 1)[-1]
+        self.calls.append((endpoint, body))
+        pending = self.failing.get(endpoint)
+        if pending:
+            status = pending.pop(0)
+            if status == UNREACHABLE:
+                raise httpx.ConnectError("connection refused", request=request)
+            return httpx.Response(
+                status,
+                json={"request_id": "r", "error": {"code": "fake", "message": f"fake {status}"}},
+            )
+        if endpoint == "poll":
+            self.polled_workflows.append(body["workflows"])
+            batch, self.queue = self.queue[: body["limit"]], self.queue[body["limit"] :]
+            decision = "dispatched" if batch else "noop"
+            return self.ok({"decision": decision, "dispatches": batch})
+        if endpoint == "report-step":
+            return self.ok({"status": "reported", "checkpoint_id": f"cp-{len(self.calls)}"})
+        if endpoint == "ack":
+            status = body["terminal_status"]
+            return self.ok({"status": "retry_scheduled" if status == "failed" else status})
+        return self.ok({"lease_id": body.get("lease_id")})
+
+    @staticmethod
+    def ok(data: Any) -> httpx.Response:
+        return httpx.Response(200, json={"request_id": "r", "meta": {}, "data": data})
+
+
+def make_worker(server: FakeServer, registry: Registry | None = None, **settings: Any) -> Worker:
+    values: dict[str, Any] = {
+        "server_url": "http://oris.test",
+        "worker_id": "w-unit",
+        "worker_concurrency": 2,
+        "worker_poll_max_interval_seconds": 0.05,
+        "worker_shutdown_grace_seconds": 5,
+        **settings,
+    }
+    return Worker(
+        WorkerSettings(**values),
+        builtin_registry() if registry is None else registry,
+        transport=httpx.MockTransport(server.handle),
+    )
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 10) -> Any:
+    """Yield to the loop until ``predicate`` holds (bounded)."""
+    async with asyncio.timeout(timeout):
+        while not (value := predicate()):
+            await asyncio.sleep(0.01)
+    return value
+
+
+async def run_until(worker: Worker, predicate: Callable[[], Any]) -> None:
+    """Run the worker until ``predicate`` holds, then shut it down and wait for it."""
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: predicate() or task.done())
+        assert not task.done(), task.exception()
+    finally:
+        worker.shutdown()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_completed_workflow_is_acked_with_its_output() -> None:
+    server = FakeServer(dispatch("echo", {"a": 1}))
+    await run_until(make_worker(server), lambda: server.sent("ack"))
+    assert server.sent("ack") == [
+        {
+            "attempt_id": "attempt-echo",
+            "lease_id": "lease-echo",
+            "terminal_status": "completed",
+            "output": {"output": {"a": 1}},
+        }
+    ]
+    assert server.polled_workflows[0] == builtin_registry().names()
+
+
+async def test_steps_are_reported_with_checkpoint_and_dedupe_token() -> None:
+    server = FakeServer(dispatch("steps", {"steps": 2, "sleep_ms": 0}))
+    await run_until(make_worker(server), lambda: server.sent("ack"))
+    reports = server.sent("report-step")
+    assert [r["dedupe_token"] for r in reports] == [
+        "attempt-steps:1:step_1",
+        "attempt-steps:1:step_2",
+    ]
+    assert reports[1]["checkpoint"]["step"] == "step_2"
+    assert sorted(reports[1]["checkpoint"]["state"]["steps"]) == ["step_1", "step_2"]
+    assert reports[1]["lease_id"] == "lease-steps"
+
+
+async def test_interrupt_is_acked_as_interrupted_with_its_key() -> None:
+    server = FakeServer(dispatch("approval", "doc"))
+    await run_until(make_worker(server), lambda: server.sent("ack"))
+    (ack,) = server.sent("ack")
+    assert ack["terminal_status"] == "interrupted"
+    assert ack["interrupt"]["step"] == "interrupt:1"
+    assert ack["interrupt"]["value"]["draft"] == "doc"
+
+
+async def test_unknown_workflow_fails_without_retry() -> None:
+    server = FakeServer(dispatch("ghost"))
+    await run_until(make_worker(server), lambda: server.sent("ack"))
+    (ack,) = server.sent("ack")
+    assert ack["terminal_status"] == "failed"
+    assert ack["error"]["retryable"] is False
+    assert ack["error"]["type"] == "UnknownWorkflow"
+
+
+async def test_errors_say_whether_and_when_to_retry() -> None:
+    registry = Registry()
+
+    @registry.workflow("later")
+    async def later(ctx: Context, input: Any) -> Any:
+        raise RetryableError("busy", delay_ms=1234)
+
+    @registry.workflow("never")
+    async def never(ctx: Context, input: Any) -> Any:
+        raise PermanentError("bad input")
+
+    @registry.workflow("oops")
+    async def oops(ctx: Context, input: Any) -> Any:
+        found: dict[str, int] = {}
+        return found["missing"]
+
+    server = FakeServer(dispatch("later"), dispatch("never"), dispatch("oops"))
+    await run_until(make_worker(server, registry), lambda: len(server.sent("ack")) == 3)
+    errors = {ack["attempt_id"]: ack["error"] for ack in server.sent("ack")}
+    assert errors["attempt-later"]["retry_delay_ms"] == 1234
+    assert errors["attempt-later"]["retryable"] is True
+    assert errors["attempt-never"]["retryable"] is False
+    assert errors["attempt-oops"] == {"message": "'missing'", "type": "KeyError", "retryable": True}
+
+
+async def test_heartbeat_conflict_cancels_the_handler_and_nothing_more_is_sent() -> None:
+    server = FakeServer(dispatch("sleep", {"ms": 60_000}))
+    server.fail("heartbeat", 409)
+    worker = make_worker(server)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: server.sent("heartbeat") and worker.active_attempts == 0)
+    worker.shutdown()
+    await asyncio.wait_for(task, 10)
+    assert len(server.sent("heartbeat")) == 1
+    assert server.sent("ack") == []
+
+
+async def test_step_report_conflict_stops_the_workflow() -> None:
+    server = FakeServer(dispatch("steps", {"steps": 3, "sleep_ms": 0}))
+    server.fail("report-step", 409)
+    worker = make_worker(server)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: server.sent("report-step") and worker.active_attempts == 0)
+    worker.shutdown()
+    await asyncio.wait_for(task, 10)
+    assert len(server.sent("report-step")) == 1
+    assert server.sent("ack") == []
+
+
+async def test_transient_failures_are_retried_not_fatal() -> None:
+    server = FakeServer(dispatch("steps", {"steps": 1, "sleep_ms": 0}))
+    server.fail("poll", UNREACHABLE, 503, 429)
+    server.fail("report-step", 502)
+    server.fail("ack", UNREACHABLE, 503)
+    await run_until(make_worker(server), lambda: len(server.sent("ack")) == 3)
+    reports = server.sent("report-step")
+    assert len(reports) == 2
+    assert reports[0] == reports[1]  # the same token and payload: the server dedupes it
+    assert server.sent("ack")[-1]["terminal_status"] == "completed"
+
+
+async def test_a_heartbeat_that_cannot_reach_the_server_does_not_give_up_the_attempt() -> None:
+    server = FakeServer(dispatch("sleep", {"ms": 60_000}))
+    server.fail("heartbeat", UNREACHABLE, 503)
+    worker = make_worker(server, worker_shutdown_grace_seconds=0)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: len(server.sent("heartbeat")) >= 3)
+    assert worker.active_attempts == 1
+    worker.shutdown()
+    await asyncio.wait_for(task, 10)
+    assert server.sent("ack") == []
+
+
+async def test_polls_ask_only_for_free_slots() -> None:
+    server = FakeServer(*(dispatch("sleep", {"ms": 60_000}, attempt_id=f"a{i}") for i in range(3)))
+    worker = make_worker(server, worker_concurrency=2, worker_shutdown_grace_seconds=0)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: worker.active_attempts == 2)
+    worker.shutdown()
+    await asyncio.wait_for(task, 10)
+    assert server.sent("poll")[0]["limit"] == 2
+    assert len(server.queue) == 1
+
+
+async def test_shutdown_lets_running_attempts_finish_and_is_idempotent() -> None:
+    server = FakeServer(dispatch("sleep", {"ms": 200}))
+    worker = make_worker(server)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: worker.active_attempts == 1)
+    worker.shutdown()
+    worker.shutdown()
+    await asyncio.wait_for(task, 10)
+    assert [ack["terminal_status"] for ack in server.sent("ack")] == ["completed"]
+    polls = len(server.sent("poll"))
+    await asyncio.sleep(0.1)
+    assert len(server.sent("poll")) == polls
+
+
+async def test_shutdown_cancels_attempts_that_outlive_the_grace_period() -> None:
+    server = FakeServer(dispatch("sleep", {"ms": 60_000}))
+    worker = make_worker(server, worker_shutdown_grace_seconds=0.05)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: worker.active_attempts == 1)
+    worker.shutdown()
+    await asyncio.wait_for(task, 10)
+    assert worker.active_attempts == 0
+    assert server.sent("ack") == []
+
+
+def test_a_worker_needs_at_least_one_workflow() -> None:
+    with pytest.raises(ValueError, match="no workflows"):
+        make_worker(FakeServer(), Registry())
