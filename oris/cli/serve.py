@@ -124,9 +124,7 @@ def _start_workers(count: int, host: str, port: int) -> list[subprocess.Popen[by
         env_i = {**env, "ORIS_WORKER_ID": env.get("ORIS_WORKER_ID", f"local-worker-{index + 1}")}
         if count > 1 and "ORIS_WORKER_ID" in os.environ:
             env_i["ORIS_WORKER_ID"] = f"{os.environ['ORIS_WORKER_ID']}-{index + 1}"
-        children.append(
-            subprocess.Popen([sys.executable, "-m", "oris.cli.main", "worker"], env=env_i)
-        )
+        children.append(subprocess.Popen([sys.executable, "-m", "oris", "worker"], env=env_i))
     return children
 
 
@@ -136,6 +134,9 @@ def _stop_workers(children: list[subprocess.Popen[bytes]]) -> None:
             child.send_signal(signal.SIGTERM)
     for child in children:
         try:
-            child.wait(timeout=30)
+            # Longer than a worker's shutdown grace, so it can finish and ack before we give up.
+            child.wait(
+                timeout=float(os.environ.get("ORIS_WORKER_SHUTDOWN_GRACE_SECONDS", "30")) + 15
+            )
         except subprocess.TimeoutExpired:
             child.kill()

@@ -210,7 +210,16 @@ async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[st
                 now_ms=now,
             )
             if stored is not None:
-                return _replay_stored_run(valid, payload_hash, stored)
+                replayed = _replay_stored_run(valid, payload_hash, stored)
+                await audit.write(
+                    conn,
+                    ctx,
+                    action="job.run",
+                    resource_type="thread",
+                    resource_id=valid.thread_id,
+                    details={"idempotent_replay": True, "attempt_id": replayed.get("attempt_id")},
+                )
+                return replayed
         response = await _start_run(conn, ctx, valid, now)
         if valid.idempotency_key is not None:
             await job_store.store_idempotent_response(conn, valid.idempotency_key, response)

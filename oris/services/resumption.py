@@ -164,6 +164,16 @@ async def _resume(
                 "interrupt already resumed with different payload",
                 {"interrupt_id": interrupt.interrupt_id},
             )
+        await audit.write(
+            conn,
+            ctx,
+            action=action,
+            resource_type="interrupt" if action.startswith("interrupt") else "thread",
+            resource_id=interrupt.interrupt_id
+            if action.startswith("interrupt")
+            else interrupt.thread_id,
+            details={"interrupt_id": interrupt.interrupt_id, "idempotent_replay": True},
+        )
         return {**interrupt.resume_response, "idempotent_replay": True}
     if interrupt.status != InterruptStatus.PENDING:
         raise Conflict(
@@ -341,7 +351,20 @@ async def replay_job(
                 .one()
             )
             if row["status"] == "completed":
-                return {**load_json(row["response_json"]), "idempotent_replay": True}
+                stored = load_json(row["response_json"])
+                await audit.write(
+                    conn,
+                    ctx,
+                    action="job.replay",
+                    resource_type="thread",
+                    resource_id=thread_id,
+                    details={
+                        "replay_target": replay_target,
+                        "attempt_id": stored.get("attempt_id"),
+                        "idempotent_replay": True,
+                    },
+                )
+                return {**stored, "idempotent_replay": True}
             if row["claim_expires_at_ms"] is not None and row["claim_expires_at_ms"] > now:
                 raise Conflict(
                     "replay already in progress for this target", {"replay_target": replay_target}

@@ -13,6 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from oris.config import Backend, ServerSettings
 from oris.domain.errors import Unavailable
@@ -72,7 +73,11 @@ def create_engine(
                 "timeout": 10,
             },
         )
-    engine = create_async_engine(target.url, pool_size=pool_size, max_overflow=0)
+    # No pool on SQLite: a connection per transaction costs well under a millisecond, and it
+    # means the server notices at once when the database file goes away or is replaced
+    # (a restore), instead of writing on through descriptors to an unlinked file.
+    engine = create_async_engine(target.url, poolclass=NullPool)
+    wal_set: list[bool] = []
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
@@ -80,7 +85,11 @@ def create_engine(
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        if not wal_set:
+            # WAL is a property of the file; switching needs a lock, so do it once per process
+            # rather than on every (unpooled) connection.
+            cursor.execute("PRAGMA journal_mode = WAL")
+            wal_set.append(True)
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()
 

@@ -12,7 +12,7 @@ from sqlalchemy import update
 from oris.domain.clock import now_ms
 from oris.services import maintenance
 from oris.services.runtime import Runtime
-from oris.store.tables import leases
+from oris.store.tables import attempts, leases
 from tests.api.helpers import ack, fails, ok, poll, run, status_of
 
 
@@ -421,12 +421,22 @@ async def test_maintenance_requeues_expired_leases_without_any_poll(api: httpx.A
     assert timeline["timeline"][-1]["event_type"] == "attempt_recovered"
 
 
+async def age_current_lease(rt: Runtime, attempt_id: str, milliseconds: int) -> None:
+    """Pretend the current lease started ``milliseconds`` earlier (no sleeping)."""
+    async with rt.db.write() as conn:
+        await conn.execute(
+            update(attempts)
+            .where(attempts.c.attempt_id == attempt_id)
+            .values(started_at_ms=attempts.c.started_at_ms - milliseconds)
+        )
+
+
 async def test_execution_timeout_counts_from_the_current_lease(api: httpx.AsyncClient) -> None:
     rt = runtime_of(api)
-    await run(api, "timeout", timeout_policy={"timeout_ms": 50, "on_timeout_status": "failed"})
+    await run(api, "timeout", timeout_policy={"timeout_ms": 60_000, "on_timeout_status": "failed"})
     lease = await poll(api)
     assert (await maintenance.sweep(rt)).attempts_timed_out == 0
-    await asyncio.sleep(0.06)
+    await age_current_lease(rt, lease["attempt_id"], 61_000)
     assert (await maintenance.sweep(rt)).attempts_timed_out == 1
     assert await status_of(api, "timeout") == "failed"
     entry = await ok(api, "GET", f"/v1/dlq/{lease['attempt_id']}")
@@ -434,16 +444,30 @@ async def test_execution_timeout_counts_from_the_current_lease(api: httpx.AsyncC
     await fails(api, "POST", "/v1/workers/w1/heartbeat", 409, {"lease_id": lease["lease_id"]})
 
 
+async def test_a_recovered_attempt_gets_a_fresh_timeout(api: httpx.AsyncClient) -> None:
+    rt = runtime_of(api)
+    await run(
+        api, "timeout-fresh", timeout_policy={"timeout_ms": 60_000, "on_timeout_status": "failed"}
+    )
+    first = await poll(api, "a")
+    await age_current_lease(rt, first["attempt_id"], 50_000)
+    await force_expire(rt, first["lease_id"])
+    await maintenance.sweep(rt)
+    await poll(api, "b")
+    assert (await maintenance.sweep(rt)).attempts_timed_out == 0
+    assert await status_of(api, "timeout-fresh") == "running"
+
+
 async def test_timeout_to_failed_consults_the_retry_policy(api: httpx.AsyncClient) -> None:
     rt = runtime_of(api)
     await run(
         api,
         "timeout-retry",
-        timeout_policy={"timeout_ms": 20, "on_timeout_status": "failed"},
+        timeout_policy={"timeout_ms": 60_000, "on_timeout_status": "failed"},
         retry_policy={"strategy": "fixed", "backoff_ms": 1, "max_retries": 1},
     )
-    await poll(api)
-    await asyncio.sleep(0.03)
+    lease = await poll(api)
+    await age_current_lease(rt, lease["attempt_id"], 61_000)
     await maintenance.sweep(rt)
     assert await status_of(api, "timeout-retry") == "retry_backoff"
 
@@ -451,10 +475,12 @@ async def test_timeout_to_failed_consults_the_retry_policy(api: httpx.AsyncClien
 async def test_timeout_to_cancelled(api: httpx.AsyncClient) -> None:
     rt = runtime_of(api)
     await run(
-        api, "timeout-cancel", timeout_policy={"timeout_ms": 20, "on_timeout_status": "cancelled"}
+        api,
+        "timeout-cancel",
+        timeout_policy={"timeout_ms": 60_000, "on_timeout_status": "cancelled"},
     )
-    await poll(api)
-    await asyncio.sleep(0.03)
+    lease = await poll(api)
+    await age_current_lease(rt, lease["attempt_id"], 61_000)
     await maintenance.sweep(rt)
     assert await status_of(api, "timeout-cancel") == "cancelled"
 

@@ -35,12 +35,14 @@ async def test_a_scripted_session_leaves_exactly_one_row_per_action(api: httpx.A
     rows = [(r["action"], r["result"], r["status_code"], r["resource_id"]) for r in reversed(logs)]
     assert rows == [
         ("job.run", "success", 200, "a1"),
+        ("job.run", "success", 200, "a1"),
         ("job.run", "error", 409, "a1"),
         ("job.run", "error", 400, "bad id"),
         ("interrupt.resume", "success", 200, interrupt_id),
         ("interrupt.resume", "error", 409, interrupt_id),
         ("job.cancel", "success", 200, "a1"),
     ]
+    assert logs[-2]["details"]["idempotent_replay"] is True
     resume_row = next(r for r in logs if r["request_id"] == "resume-1")
     assert resume_row["actor_type"] == "anonymous"
     assert resume_row["source_addr"] == "127.0.0.1"
