@@ -87,8 +87,8 @@ class OrisClient:
             response = await self._http.request(
                 method, path, json=json, params=clean, headers=headers
             )
-        except httpx.UnsupportedProtocol as error:
-            raise ServerUnreachable(f"{self.settings.server_url}: not an http(s) URL") from error
+        except httpx.UnsupportedProtocol:
+            raise  # a configuration error (no http:// scheme), not an outage
         except httpx.TransportError as error:
             raise ServerUnreachable(
                 f"{self.settings.server_url}: {type(error).__name__}: {error}"
