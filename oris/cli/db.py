@@ -40,6 +40,8 @@ def _run(backend: str | None, upgrade: bool) -> tuple[SchemaStatus, str]:
         return asyncio.run(go()), settings.backend.value
     except (ConfigError, SchemaVersionError) as error:
         fail(str(error))
+    except Exception as error:  # a migration that fails must read as a message, not a trace
+        fail(f"schema command failed ({type(error).__name__}): {str(error).splitlines()[0][:300]}")
 
 
 @app.command("upgrade")

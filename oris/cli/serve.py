@@ -98,6 +98,15 @@ def serve(
     except (ConfigError, SchemaVersionError) as error:
         fail(str(error))
     children = _start_workers(workers, host, port)
+    if children:
+        # uvicorn restores the previous SIGTERM handler and raises the signal again once it
+        # has shut down; with the default handler the process would die before the finally
+        # below, leaving the workers running. This handler stops them first.
+        def _terminate(signum: int, _frame: object) -> None:
+            _stop_workers(children)
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         uvicorn.run(
             create_app(settings),

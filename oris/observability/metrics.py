@@ -359,10 +359,6 @@ class RuntimeMetrics:
             "oris_runtime_open_incidents", "gauge", "Open operator incidents (freeze in force)."
         )
         out.append(f"oris_runtime_open_incidents {gauges.open_incidents}")
-        out += family(
-            "oris_runtime_workers_seen", "gauge", "Workers that polled in the last 60 seconds."
-        )
-        out.append(f"oris_runtime_workers_seen {gauges.workers_seen}")
         if gauges.table_dead_tuples:
             out += family(
                 "oris_runtime_table_dead_tuples",

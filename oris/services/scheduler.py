@@ -321,13 +321,13 @@ async def _live_lease(
         or lease.worker_id != worker_id
         or (lease_id is not None and lease.lease_id != lease_id)
     ):
-        rt.metrics.lease_conflict()
+        rt.metrics.lease_operation(conflicts=1)
         raise Conflict(
             "attempt is not leased by this worker",
             {"attempt_id": attempt.attempt_id, "worker_id": worker_id},
         )
     if lease.lease_expires_at_ms < now:
-        rt.metrics.lease_conflict()
+        rt.metrics.lease_operation(conflicts=1)
         raise Conflict(
             "lease expired", {"attempt_id": attempt.attempt_id, "lease_id": lease.lease_id}
         )
@@ -379,7 +379,11 @@ async def heartbeat(
             raise Conflict("lease ownership mismatch", {"lease_id": lease_id})
         if lease.state != LeaseState.ACTIVE:
             rt.metrics.lease_conflict()
-            reason = "job cancelled" if lease.state == LeaseState.REVOKED else lease.state
+            reason = (
+                "revoked: the job was cancelled or the attempt timed out"
+                if lease.state == LeaseState.REVOKED
+                else lease.state
+            )
             raise Conflict(
                 f"lease is no longer active ({reason})",
                 {"lease_id": lease_id, "state": lease.state},

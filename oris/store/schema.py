@@ -6,6 +6,7 @@ the number of revisions it ships; a database with a higher recorded version is r
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ class Revision:
     alembic_id: str
 
 
+@functools.cache
 def shipped_revisions() -> list[Revision]:
     """Every revision this code ships, oldest first."""
     script = ScriptDirectory.from_config(_alembic_config())
@@ -58,7 +60,7 @@ def shipped_revisions() -> list[Revision]:
         revisions.append(
             Revision(int(module.RUNTIME_VERSION), str(module.NAME), str(item.revision))
         )
-    return sorted(revisions, key=lambda r: r.version)
+    return sorted(revisions, key=lambda r: r.version)  # read once per process
 
 
 def code_version() -> int:

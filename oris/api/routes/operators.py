@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from oris.api.auth import Authenticator
-from oris.api.deps import audit_read, audited, caller, json_body, runtime
+from oris.api.deps import audit_read, audited, caller, json_body, runtime, with_override
 from oris.api.envelope import ok
 from oris.api.models import (
     CloseIncidentBody,
@@ -63,6 +63,7 @@ async def resume_interrupt(
     body: Annotated[ResumeInterruptBody, Depends(json_body(ResumeInterruptBody))],
 ) -> Response:
     """Resume with a value; a repeat with the same value returns the first response."""
+    ctx = with_override(ctx, body.override_reason)
     return ok(
         ctx.request_id, await resumption.resume_interrupt(rt.db, ctx, interrupt_id, body.value)
     )
