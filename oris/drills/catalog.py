@@ -513,12 +513,30 @@ async def duplicate_replay(run: DrillRun) -> None:
         "exactly one replay queues work; the rest return its result",
         len(fresh) == 1 and duplicate_ok,
     )
+    dlq_codes = sorted(r.status_code for r in dlq)
     run.expect(
         "exactly one DLQ replay succeeds; the rest get 409",
-        sorted(r.status_code for r in dlq) == [200] + [409] * 19,
+        dlq_codes == [200] + [409] * 19,
+        str(collections.Counter(dlq_codes)),
     )
     await run.snapshot("during")
     run.expect("the replay runs to completion", await _wait_terminal(run, ["effect"], within=30))
+    # The script keeps retrying after the replay finished: the guard, not the job's state,
+    # must now answer with the first result.
+    answered = 0
+    for _ in range(5):
+        try:
+            answered += (await client.replay_job("effect", first_checkpoint))[
+                "idempotent_replay"
+            ] is True
+        except ApiError:
+            pass  # refused because a new execution is running: the guard did not answer
+    run.expect(
+        "late duplicates are answered from the guard without executing",
+        answered == 5,
+        f"{answered} of 5 answered from the guard",
+    )
+    await _wait_terminal(run, ["effect"], within=30)
     await asyncio.sleep(0.5)
     run.expect(
         "the side-effect ledger shows one execution per target",
@@ -530,7 +548,7 @@ async def duplicate_replay(run: DrillRun) -> None:
     dlq_rows = [r for r in logs if r["action"] == "dlq.replay"]
     run.expect(
         "the audit log shows every replay attempt",
-        len(replay_rows) == 20 and len(dlq_rows) == 20,
+        len(replay_rows) == 25 and len(dlq_rows) == 20,
         f"{len(replay_rows)} job.replay, {len(dlq_rows)} dlq.replay rows",
     )
     targets = {
