@@ -23,6 +23,7 @@ from oris.api.routes import jobs, operators, workers
 from oris.config import ServerSettings
 from oris.domain.errors import ErrorCode, OrisError, RateLimited, Unavailable
 from oris.observability.metrics import RuntimeMetrics
+from oris.observability.tracing import SpanRecorder, build_tracing, trace_id_of
 from oris.services import audit, health
 from oris.services.bootstrap import check_auth_posture, open_database, prepare_database
 from oris.services.context import Actor, RequestContext
@@ -37,10 +38,13 @@ access_log = logging.getLogger("oris.access")
 class RequestMiddleware:
     """Assigns the request id, enforces the body limit, and logs and counts every request."""
 
-    def __init__(self, app: ASGIApp, metrics: RuntimeMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: RuntimeMetrics, max_body_bytes: int, tracing: SpanRecorder
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,16 +86,34 @@ class RequestMiddleware:
                     raise _BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, receive_limited, send_wrapper)
-        except _BodyTooLarge:
-            response = error(
-                rid, ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds {limit} bytes"
+        traceparent = headers.get("traceparent")
+        method = scope.get("method", "")
+        with self.tracing.span(f"{method} {scope.get('path', '')}", traceparent) as span:
+            try:
+                await self.app(scope, receive_limited, send_wrapper)
+            except _BodyTooLarge:
+                response = error(
+                    rid, ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds {limit} bytes"
+                )
+                await response(scope, receive, send_wrapper)
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            params = scope.get("path_params") or {}
+            span.finish(
+                f"{method} {route}",
+                {
+                    "http.request.method": method,
+                    "http.route": route,
+                    "http.response.status_code": status_holder["status"],
+                    "oris.request_id": rid,
+                    "oris.worker_id": params.get("worker_id"),
+                    "oris.thread_id": params.get("thread_id"),
+                },
             )
-            await response(scope, receive, send_wrapper)
-        self._finish(scope, rid, status_holder["status"], started)
+        self._finish(scope, rid, status_holder["status"], started, trace_id_of(traceparent))
 
-    def _finish(self, scope: Scope, rid: str, status: int, started: float) -> None:
+    def _finish(
+        self, scope: Scope, rid: str, status: int, started: float, trace_id: str | None = None
+    ) -> None:
         elapsed = time.perf_counter() - started
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
@@ -105,6 +127,7 @@ class RequestMiddleware:
                 "route": template,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 3),
+                **({"trace_id": trace_id} if trace_id else {}),
             },
         )
 
@@ -227,6 +250,7 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
                 yield
             finally:
                 await loop.stop()
+                tracing.shutdown()
         finally:
             await database.dispose()
 
@@ -269,7 +293,10 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
             rt.metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
 
-    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    tracing = build_tracing("oris-api")
+    app.add_middleware(
+        RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, tracing=tracing
+    )
     app.state.metrics = metrics
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     return app

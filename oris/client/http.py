@@ -237,25 +237,47 @@ class OrisClient:
         return await self._object("POST", "/v1/workers/poll", json=body)
 
     async def heartbeat(
-        self, worker_id: str, lease_id: str, lease_ttl_seconds: int | None = None
+        self,
+        worker_id: str,
+        lease_id: str,
+        lease_ttl_seconds: int | None = None,
+        *,
+        traceparent: str | None = None,
     ) -> dict[str, Any]:
         """``POST /v1/workers/{worker_id}/heartbeat``."""
         body: dict[str, Any] = {"lease_id": lease_id}
         if lease_ttl_seconds is not None:
             body["lease_ttl_seconds"] = lease_ttl_seconds
-        return await self._object("POST", f"/v1/workers/{worker_id}/heartbeat", json=body)
+        return await self._object(
+            "POST", f"/v1/workers/{worker_id}/heartbeat", json=body, headers=_trace(traceparent)
+        )
 
-    async def report_step(self, worker_id: str, **body: Any) -> dict[str, Any]:
+    async def report_step(
+        self, worker_id: str, *, traceparent: str | None = None, **body: Any
+    ) -> dict[str, Any]:
         """``POST /v1/workers/{worker_id}/report-step``."""
-        return await self._object("POST", f"/v1/workers/{worker_id}/report-step", json=body)
+        return await self._object(
+            "POST",
+            f"/v1/workers/{worker_id}/report-step",
+            json=body,
+            headers=_trace(traceparent),
+        )
 
-    async def ack(self, worker_id: str, **body: Any) -> dict[str, Any]:
+    async def ack(
+        self, worker_id: str, *, traceparent: str | None = None, **body: Any
+    ) -> dict[str, Any]:
         """``POST /v1/workers/{worker_id}/ack``."""
         return await self._object(
             "POST",
             f"/v1/workers/{worker_id}/ack",
             json={k: v for k, v in body.items() if v is not None},
+            headers=_trace(traceparent),
         )
+
+
+def _trace(traceparent: str | None) -> dict[str, str] | None:
+    """The W3C header that ties a worker call to its job's trace."""
+    return {"traceparent": traceparent} if traceparent else None
 
 
 def _unwrap(response: httpx.Response) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import shutil
 import signal
 import time
@@ -525,12 +526,10 @@ async def duplicate_replay(run: DrillRun) -> None:
     # must now answer with the first result.
     answered = 0
     for _ in range(5):
-        try:
-            answered += (await client.replay_job("effect", first_checkpoint))[
-                "idempotent_replay"
-            ] is True
-        except ApiError:
-            pass  # refused because a new execution is running: the guard did not answer
+        # A refusal (a new execution is running) means the guard did not answer.
+        with contextlib.suppress(ApiError):
+            reply = await client.replay_job("effect", first_checkpoint)
+            answered += reply["idempotent_replay"] is True
     run.expect(
         "late duplicates are answered from the guard without executing",
         answered == 5,

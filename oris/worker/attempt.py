@@ -112,6 +112,9 @@ class Attempt:
         self._retry_max_seconds = retry_max_seconds
         self._lost = False
         self._settling = False
+        # The job's trace: every call this attempt makes continues it (the server answers
+        # each call with the next span, which the following call then carries).
+        self._traceparent: str | None = dispatch.trace.get("traceparent")
         self._fields = {
             "thread_id": dispatch.thread_id,
             "attempt_id": dispatch.attempt_id,
@@ -189,12 +192,16 @@ class Attempt:
         }
         try:
             response = await self._send(
-                "report-step", lambda: self._client.report_step(self._worker_id, **body)
+                "report-step",
+                lambda: self._client.report_step(
+                    self._worker_id, traceparent=self._traceparent, **body
+                ),
             )
         except ApiError as error:
             raise PermanentError(
                 f"the server refused the report of step {name!r}: {error.message}"
             ) from None
+        self._follow_trace(response)
         log.info(
             "step reported",
             extra={
@@ -205,12 +212,20 @@ class Attempt:
             },
         )
 
+    def _follow_trace(self, response: dict[str, Any]) -> None:
+        trace = response.get("trace")
+        if isinstance(trace, dict) and isinstance(trace.get("traceparent"), str):
+            self._traceparent = trace["traceparent"]
+
     async def _keep_lease(self, handler: asyncio.Task[Outcome | None]) -> None:
         interval = self.dispatch.heartbeat_interval_seconds
         while True:
             await asyncio.sleep(interval)
             try:
-                await self._client.heartbeat(self._worker_id, self.dispatch.lease_id)
+                answer = await self._client.heartbeat(
+                    self._worker_id, self.dispatch.lease_id, traceparent=self._traceparent
+                )
+                self._follow_trace(answer)
             except ApiError as error:
                 if error.status in FENCED_STATUSES:
                     if not self._settling:  # the ack's own answer decides once it is under way
@@ -271,6 +286,7 @@ class Attempt:
             "ack",
             lambda: self._client.ack(
                 self._worker_id,
+                traceparent=self._traceparent,
                 attempt_id=self.dispatch.attempt_id,
                 lease_id=self.dispatch.lease_id,
                 **fields,
