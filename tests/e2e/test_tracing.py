@@ -43,7 +43,7 @@ def collector() -> Iterator[tuple[str, list[bytes]]]:
 
 
 def _spans(received: list[bytes]) -> list[tuple[str, str]]:
-    spans = []
+    spans: list[tuple[str, str]] = []
     for body in received:
         request = ExportTraceServiceRequest()
         request.ParseFromString(body)
