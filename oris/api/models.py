@@ -86,6 +86,7 @@ class PollBody(Body):
     max_active_leases: int | None = None
     tenant_max_active_leases: int | None = None
     workflows: list[str] | None = None
+    wait_ms: int | None = None
 
 
 class HeartbeatBody(Body):

@@ -80,12 +80,18 @@ class OrisClient:
         json: Any = None,
         params: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        timeout_seconds: float | None = None,
     ) -> Any:
         """Call an endpoint and return the envelope's ``data``."""
         clean = None if params is None else {k: v for k, v in params.items() if v is not None}
         try:
             response = await self._http.request(
-                method, path, json=json, params=clean, headers=headers
+                method,
+                path,
+                json=json,
+                params=clean,
+                headers=headers,
+                timeout=httpx.USE_CLIENT_DEFAULT if timeout_seconds is None else timeout_seconds,
             )
         except httpx.UnsupportedProtocol:
             raise  # a configuration error (no http:// scheme), not an outage
@@ -234,7 +240,9 @@ class OrisClient:
     async def poll(self, worker_id: str, **fields: Any) -> dict[str, Any]:
         """``POST /v1/workers/poll``."""
         body = {"worker_id": worker_id, **{k: v for k, v in fields.items() if v is not None}}
-        return await self._object("POST", "/v1/workers/poll", json=body)
+        # A long poll may legitimately take ``wait_ms``: allow for it on top of the usual timeout.
+        timeout = self.settings.request_timeout_seconds + int(body.get("wait_ms") or 0) / 1000
+        return await self._object("POST", "/v1/workers/poll", json=body, timeout_seconds=timeout)
 
     async def heartbeat(
         self,

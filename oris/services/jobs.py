@@ -221,6 +221,7 @@ async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[st
                 )
                 return replayed
         response = await _start_run(conn, ctx, valid, now)
+        await db.work.signal(conn)
         if valid.idempotency_key is not None:
             await job_store.store_idempotent_response(conn, valid.idempotency_key, response)
         return response

@@ -61,6 +61,8 @@ async def _expire_leases(rt: Runtime) -> int:
         for lease in stale:
             if await _requeue(conn, lease, now):
                 count += 1
+        if count:
+            await rt.db.work.signal(conn)
     if count:
         rt.metrics.lease_expired(count)
         log.info("requeued attempts behind expired leases", extra={"count": count})

@@ -146,7 +146,9 @@ async def resume_interrupt(
         interrupt = await interrupt_store.get(conn, interrupt_id, lock=True)
         if interrupt is None:
             raise NotFound("interrupt not found", {"interrupt_id": interrupt_id})
-        return await _resume(conn, ctx, interrupt, value, payload_hash, action=action)
+        response = await _resume(conn, ctx, interrupt, value, payload_hash, action=action)
+        await db.work.signal(conn)
+        return response
 
 
 async def _resume(
@@ -254,7 +256,9 @@ async def resume_job(
             interrupt = await _latest_resumed(conn, thread_id)
             if interrupt is None:
                 raise Conflict(f"thread '{thread_id}' has no pending interrupt")
-        return await _resume(conn, ctx, interrupt, value, payload_hash, action="job.resume")
+        response = await _resume(conn, ctx, interrupt, value, payload_hash, action="job.resume")
+        await db.work.signal(conn)
+        return response
 
 
 async def _latest_resumed(conn: AsyncConnection, thread_id: str) -> InterruptRecord | None:
@@ -387,6 +391,7 @@ async def replay_job(
             trace=trace,
             now=now,
         )
+        await db.work.signal(conn)
         response: dict[str, Any] = {
             "thread_id": thread_id,
             "status": JobStatus.QUEUED.value,
@@ -477,6 +482,7 @@ async def replay_dead_letter(db: Database, ctx: RequestContext, attempt_id: str)
         if replay_count is None:
             raise Conflict(f"dead letter already replayed for attempt: {attempt_id}")
         await lease_store.end_active_lease(conn, attempt_id, LeaseState.REVOKED, now)
+        await db.work.signal(conn)
         requeued = await job_store.update_attempt(
             conn,
             attempt_id,

@@ -38,6 +38,8 @@ from oris.store.records import AttemptRecord, LeaseRecord, dump_json
 from oris.store.tables import step_reports
 
 MAX_POLL_BATCH = 100
+MAX_POLL_WAIT_MS = 30_000
+LONG_POLL_RECHECK_SECONDS = 1.0
 WORKER_SEEN_INTERVAL_SECONDS = 5.0
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 ACK_STATUSES = (*TERMINAL_STATUSES, "interrupted")
@@ -52,6 +54,7 @@ class PollCommand:
     max_active_leases: int | None = None
     tenant_max_active_leases: int | None = None
     workflows: list[str] | None = None
+    wait_ms: int | None = None
 
 
 _POLL_KEYS = (
@@ -86,7 +89,30 @@ def _effective_limit(requested: int | None, ceiling: int) -> int:
 
 
 async def poll(rt: Runtime, command: PollCommand) -> dict[str, Any]:
-    """Dispatch up to ``limit`` attempts to the worker, or say why not (always a 200)."""
+    """Dispatch up to ``limit`` attempts, waiting up to ``wait_ms`` for work (always a 200).
+
+    A long poll sleeps until a transaction that queued work commits (in this replica, or in any
+    replica on PostgreSQL through NOTIFY) instead of making idle workers hammer the API.
+    """
+    if command.wait_ms is not None and not 0 <= command.wait_ms <= MAX_POLL_WAIT_MS:
+        raise InvalidArgument(f"wait_ms must be between 0 and {MAX_POLL_WAIT_MS}")
+    if not command.wait_ms:
+        return await _poll_once(rt, command)
+    deadline = time.monotonic() + command.wait_ms / 1000
+    while True:
+        waiter = await rt.db.work.arm()
+        answer = await _poll_once(rt, command)
+        remaining = deadline - time.monotonic()
+        if answer["decision"] == "dispatched" or remaining <= 0:
+            await rt.db.work.wait(waiter, 0)
+            return answer
+        # Re-check at least every second: a replica whose NOTIFY we missed (or SQLite in
+        # another process) is then noticed within a second.
+        await rt.db.work.wait(waiter, min(remaining, LONG_POLL_RECHECK_SECONDS))
+
+
+async def _poll_once(rt: Runtime, command: PollCommand) -> dict[str, Any]:
+    """One claim pass."""
     started = time.perf_counter()
     worker_id = require_id("worker_id", command.worker_id)
     if command.limit is not None and command.limit < 0:

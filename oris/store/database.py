@@ -131,9 +131,12 @@ class Database:
     """The runtime's connection pool; every store call runs inside ``read()`` or ``write()``."""
 
     def __init__(self, target: Target, engine: AsyncEngine) -> None:
+        from oris.store.wakeup import WorkSignal
+
         self.target = target
         self.engine = engine
         self.backend = target.backend
+        self.work = WorkSignal(self)
         # One in-process writer at a time on SQLite: the file has a single write lock anyway,
         # and waiting on an asyncio lock is cheaper than spinning on SQLITE_BUSY.
         self._sqlite_write_lock = asyncio.Lock() if target.backend is Backend.SQLITE else None
@@ -176,7 +179,8 @@ class Database:
             raise
 
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (and the work listener)."""
+        await self.work.close()
         await self.engine.dispose()
 
 

@@ -34,6 +34,10 @@ def default_worker_id() -> str:
     return f"{host}-{os.getpid()}"
 
 
+class _Stopped(Exception):
+    """Shutdown began while a poll was waiting."""
+
+
 class Worker:
     """Polls the API for the registry's workflows and executes up to N attempts at once."""
 
@@ -105,7 +109,9 @@ class Worker:
                 await self._slot_freed.wait()
                 continue
             try:
-                data = await client.poll(self.worker_id, limit=free, workflows=workflows)
+                data = await self._long_poll(client, free, workflows)
+            except _Stopped:
+                return
             except ApiError as error:
                 log.log(
                     logging.WARNING if error.retryable else logging.ERROR,
@@ -145,8 +151,31 @@ class Worker:
                     extra={"worker_id": self.worker_id, "reason": data.get("reason")},
                 )
                 await self._pause(idle.next_delay())
+            elif self.settings.worker_poll_wait_ms > 0:
+                # The server already waited for work; ask again at once.
+                idle.reset()
             else:
                 await self._pause(idle.next_delay())
+
+    async def _long_poll(self, client: OrisClient, free: int, workflows: list[str]) -> Any:
+        """One poll that waits server-side for work; abandoned as soon as shutdown starts."""
+        wait_ms = self.settings.worker_poll_wait_ms or None
+        poll = asyncio.ensure_future(
+            client.poll(self.worker_id, limit=free, workflows=workflows, wait_ms=wait_ms)
+        )
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if poll.done():
+            return poll.result()
+        # Shutting down while the server waits for work: give up the poll. Should it have
+        # leased something in that instant, the lease expires and the work is requeued.
+        poll.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poll
+        raise _Stopped
 
     def _start(self, client: OrisClient, item: Any) -> None:
         try:

@@ -314,7 +314,9 @@ def test_worker_crash_resumes_from_last_checkpoint_without_rerunning_steps(
         "step_4": "w-crash-b",
         "step_5": "w-crash-b",
     }
-    assert steps["step_3"]["attempt_no"] == 2  # the lease-expiry requeue of the same attempt
+    # The lease-expiry requeue of the same attempt (more than one requeue is possible when a
+    # loaded machine delays the new worker's heartbeats; each keeps the attempt id).
+    assert steps["step_3"]["attempt_no"] >= 2
     # Every step ran exactly once: the recovered attempt skipped the checkpointed ones.
     assert ledger_counts(ledger) == {f"step_{i}": 1 for i in range(1, 6)}
 

@@ -32,6 +32,7 @@ async def poll(
         max_active_leases=body.max_active_leases,
         tenant_max_active_leases=body.tenant_max_active_leases,
         workflows=body.workflows,
+        wait_ms=body.wait_ms,
     )
     return ok(ctx.request_id, await scheduler.poll(rt, command))
 
