@@ -256,8 +256,16 @@ async def _start_run(
         "cancel_reason": None,
         "updated_at_ms": now,
     }
+    attempt_id = job_store.new_attempt_id(valid.thread_id)
     created = await job_store.insert_job_if_absent(
-        conn, {"thread_id": valid.thread_id, "run_no": 1, "created_at_ms": now, **job_values}
+        conn,
+        {
+            "thread_id": valid.thread_id,
+            "run_no": 1,
+            "current_attempt_id": attempt_id,
+            "created_at_ms": now,
+            **job_values,
+        },
     )
     run_no = 1
     if not created:
@@ -266,9 +274,14 @@ async def _start_run(
             raise Conflict(f"thread '{valid.thread_id}' changed concurrently; retry")
         _refuse_rerun(existing)
         run_no = existing.run_no + 1
-    attempt_id = job_store.new_attempt_id(valid.thread_id)
     initial = await job_store.insert_checkpoint(
-        conn, thread_id=valid.thread_id, attempt_id=None, step=None, state={}, now_ms=now
+        conn,
+        thread_id=valid.thread_id,
+        attempt_id=None,
+        step=None,
+        state={},
+        now_ms=now,
+        first=created,
     )
     await job_store.insert_attempt(
         conn,
@@ -290,11 +303,12 @@ async def _start_run(
             now=now,
         ),
     )
-    await job_store.update_job(
-        conn,
-        valid.thread_id,
-        {**job_values, "run_no": run_no, "current_attempt_id": attempt_id},
-    )
+    if not created:
+        await job_store.update_job(
+            conn,
+            valid.thread_id,
+            {**job_values, "run_no": run_no, "current_attempt_id": attempt_id},
+        )
     await events.record(
         conn,
         thread_id=valid.thread_id,

@@ -285,17 +285,10 @@ async def _lease_attempt(
             }
         ],
     )
-    job = await job_store.get_job(conn, attempt.run_id)
-    await job_store.update_job(
-        conn, attempt.run_id, {"status": JobStatus.RUNNING.value, "updated_at_ms": now}
+    job_input = await job_store.mark_running(conn, attempt.run_id, now)
+    checkpoint = await job_store.resume_checkpoint(
+        conn, attempt.run_id, attempt.attempt_id, attempt.start_checkpoint_id
     )
-    checkpoint = await job_store.latest_checkpoint(
-        conn, attempt.run_id, attempt_id=attempt.attempt_id
-    )
-    if checkpoint is None and attempt.start_checkpoint_id is not None:
-        checkpoint = await job_store.get_checkpoint(
-            conn, attempt.run_id, attempt.start_checkpoint_id
-        )
     recovery_ms = None
     if attempt.lease_expired_at_ms is not None:
         recovery_ms = float(max(now - attempt.lease_expired_at_ms, 0))
@@ -317,7 +310,7 @@ async def _lease_attempt(
         "workflow": attempt.workflow,
         "attempt_no": attempt.attempt_no,
         "kind": attempt.kind,
-        "input": None if job is None else job.input,
+        "input": job_input,
         "tenant_id": attempt.tenant_id,
         "tenant_active_leases": None,
         "priority": attempt.priority,
@@ -342,11 +335,27 @@ async def _live_lease(
 ) -> LeaseRecord:
     """The caller's live lease on the attempt; 409 without naming the owner otherwise (G4)."""
     lease = await lease_store.active_for_attempt(conn, attempt.attempt_id)
-    if (
-        lease is None
-        or lease.worker_id != worker_id
-        or (lease_id is not None and lease.lease_id != lease_id)
-    ):
+    return _check_live(rt, attempt, lease, worker_id=worker_id, lease_id=lease_id, now=now)
+
+
+def _owns(lease: LeaseRecord | None, worker_id: str, lease_id: str | None) -> bool:
+    return (
+        lease is not None
+        and lease.worker_id == worker_id
+        and (lease_id is None or lease.lease_id == lease_id)
+    )
+
+
+def _check_live(
+    rt: Runtime,
+    attempt: AttemptRecord,
+    lease: LeaseRecord | None,
+    *,
+    worker_id: str,
+    lease_id: str | None,
+    now: int,
+) -> LeaseRecord:
+    if lease is None or not _owns(lease, worker_id, lease_id):
         rt.metrics.lease_operation(conflicts=1)
         raise Conflict(
             "attempt is not leased by this worker",
@@ -358,6 +367,16 @@ async def _live_lease(
             "lease expired", {"attempt_id": attempt.attempt_id, "lease_id": lease.lease_id}
         )
     return lease
+
+
+def _next_trace(attempt: AttemptRecord) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The attempt's next span: column values to store and the wire view."""
+    trace = attempt_trace(attempt)
+    if trace is None:
+        return {}, None
+    child = trace.child()
+    values = {"trace_parent_span_id": child.parent_span_id, "trace_span_id": child.span_id}
+    return values, trace_view(child)
 
 
 async def _require_attempt(conn: AsyncConnection, attempt_id: str, *, lock: bool) -> AttemptRecord:
@@ -581,14 +600,21 @@ async def ack(rt: Runtime, worker_id: str, command: AckCommand) -> dict[str, Any
     async with rt.db.write() as conn:
         now = now_ms()
         attempt = await _require_attempt(conn, command.attempt_id, lock=True)
-        repeated = await _repeated_ack(conn, attempt, worker_id, command.lease_id, ack_hash)
-        if repeated is not None:
-            return repeated
-        lease = await _live_lease(
-            conn, rt, worker_id=worker_id, attempt=attempt, lease_id=command.lease_id, now=now
+        active = await lease_store.active_for_attempt(conn, attempt.attempt_id)
+        if not _owns(active, worker_id, command.lease_id):
+            repeated = await _repeated_ack(
+                conn, attempt, worker_id, command.lease_id, ack_hash, active
+            )
+            if repeated is not None:
+                return repeated
+        lease = _check_live(
+            rt, attempt, active, worker_id=worker_id, lease_id=command.lease_id, now=now
         )
-        response, outcome = await _apply_ack(conn, rt, attempt, command, policy, now, worker_id)
-        response["trace"] = await _advance_trace(conn, attempt, now)
+        trace_values, trace = _next_trace(attempt)
+        response, outcome = await _apply_ack(
+            conn, rt, attempt, command, policy, now, worker_id, trace_values
+        )
+        response["trace"] = trace
         if not await lease_store.release(
             conn, lease, now_ms=now, ack_hash=ack_hash, response=response
         ):
@@ -609,6 +635,7 @@ async def _repeated_ack(
     worker_id: str,
     lease_id: str | None,
     ack_hash: str,
+    active: LeaseRecord | None,
 ) -> dict[str, Any] | None:
     """The stored answer when this worker already acked this lease with the same body."""
     previous = await lease_store.latest_for_attempt_and_worker(conn, attempt.attempt_id, worker_id)
@@ -616,7 +643,6 @@ async def _repeated_ack(
         return None
     if lease_id is not None and previous.lease_id != lease_id:
         return None
-    active = await lease_store.active_for_attempt(conn, attempt.attempt_id)
     if active is not None and active.worker_id == worker_id:
         return None  # the worker holds a newer lease: this is a new ack, not a repeat
     if previous.ack_hash != ack_hash:
@@ -634,6 +660,7 @@ async def _apply_ack(
     policy: RetryPolicy | None,
     now: int,
     worker_id: str,
+    extra: dict[str, Any],
 ) -> tuple[dict[str, Any], str]:
     status = command.terminal_status
     base = {
@@ -653,7 +680,9 @@ async def _apply_ack(
             value=command.interrupt["value"],
             now_ms=now,
         )
-        await _finish(conn, attempt, AttemptStatus.INTERRUPTED, now, output=None, error=None)
+        await _finish(
+            conn, attempt, AttemptStatus.INTERRUPTED, now, output=None, error=None, extra=extra
+        )
         await events.record(
             conn,
             thread_id=attempt.run_id,
@@ -677,9 +706,12 @@ async def _apply_ack(
             now=now,
             reason=DeadLetterReason.TERMINAL_FAILED,
             worker_id=worker_id,
+            extra=extra,
         )
     outcome = AttemptStatus(str(status))
-    await _finish(conn, attempt, outcome, now, output=command.output, error=command.error)
+    await _finish(
+        conn, attempt, outcome, now, output=command.output, error=command.error, extra=extra
+    )
     await events.record(
         conn,
         thread_id=attempt.run_id,
@@ -709,9 +741,11 @@ async def _finish(
     *,
     output: Any,
     error: Any,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Move the attempt to a final status and its job to the matching one."""
     values: dict[str, Any] = {
+        **(extra or {}),
         "status": status.value,
         "finished_at_ms": now,
         "updated_at_ms": now,
@@ -741,6 +775,7 @@ async def fail_attempt(
     now: int,
     reason: DeadLetterReason,
     worker_id: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """A failure: book a retry when the policy allows it, otherwise dead-letter the attempt."""
     effective = policy
@@ -770,6 +805,7 @@ async def fail_attempt(
             conn,
             attempt.attempt_id,
             {
+                **(extra or {}),
                 "status": AttemptStatus.RETRY_BACKOFF.value,
                 "attempt_no": next_no,
                 "retry_at_ms": due,
@@ -817,7 +853,7 @@ async def fail_attempt(
             "next_retry_at": to_rfc3339(due),
             "next_attempt_no": next_no,
         }, AckOutcome.RETRY_SCHEDULED.value
-    await _finish(conn, attempt, AttemptStatus.FAILED, now, output=None, error=error)
+    await _finish(conn, attempt, AttemptStatus.FAILED, now, output=None, error=error, extra=extra)
     await dlq_store.upsert(
         conn,
         attempt_id=attempt.attempt_id,

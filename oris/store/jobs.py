@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.store.dialect import insert_ignore
@@ -131,13 +131,19 @@ async def insert_checkpoint(
     step: str | None,
     state: Any,
     now_ms: int,
+    first: bool = False,
 ) -> CheckpointRecord:
-    """Append a checkpoint to a thread; ``seq`` counts checkpoints of the thread from 0."""
-    current = await conn.execute(
-        select(func.max(checkpoints.c.seq)).where(checkpoints.c.thread_id == thread_id)
-    )
-    top = current.scalar()
-    seq = 0 if top is None else int(top) + 1
+    """Append a checkpoint to a thread; ``seq`` counts checkpoints of the thread from 0.
+
+    ``first`` says the thread was created in this transaction, so no lookup is needed.
+    """
+    seq = 0
+    if not first:
+        current = await conn.execute(
+            select(func.max(checkpoints.c.seq)).where(checkpoints.c.thread_id == thread_id)
+        )
+        top = current.scalar()
+        seq = 0 if top is None else int(top) + 1
     record = CheckpointRecord(
         checkpoint_id=f"cp-{uuid.uuid4().hex}",
         thread_id=thread_id,
@@ -182,6 +188,39 @@ async def latest_checkpoint(
     statement = statement.order_by(checkpoints.c.seq.desc()).limit(1)
     row = (await conn.execute(statement)).mappings().first()
     return None if row is None else CheckpointRecord.from_row(row)
+
+
+async def resume_checkpoint(
+    conn: AsyncConnection, thread_id: str, attempt_id: str, start_checkpoint_id: str | None
+) -> CheckpointRecord | None:
+    """Where an attempt starts: its own newest checkpoint, else its start checkpoint.
+
+    One query: an attempt's own checkpoints are always newer (higher ``seq``) than the
+    checkpoint it started from.
+    """
+    condition = checkpoints.c.attempt_id == attempt_id
+    if start_checkpoint_id is not None:
+        condition = or_(condition, checkpoints.c.checkpoint_id == start_checkpoint_id)
+    statement = (
+        select(checkpoints)
+        .where(checkpoints.c.thread_id == thread_id, condition)
+        .order_by(checkpoints.c.seq.desc())
+        .limit(1)
+    )
+    row = (await conn.execute(statement)).mappings().first()
+    return None if row is None else CheckpointRecord.from_row(row)
+
+
+async def mark_running(conn: AsyncConnection, thread_id: str, now_ms: int) -> Any:
+    """Job → running (its attempt was leased); returns the job's input for the dispatch."""
+    result = await conn.execute(
+        update(jobs)
+        .where(jobs.c.thread_id == thread_id)
+        .values(status="running", updated_at_ms=now_ms)
+        .returning(jobs.c.input_json)
+    )
+    raw = result.scalar()
+    return None if raw is None else load_json(raw)
 
 
 async def list_checkpoints(conn: AsyncConnection, thread_id: str) -> list[CheckpointRecord]:
