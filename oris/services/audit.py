@@ -62,37 +62,23 @@ async def write(
     status_code: int = 200,
 ) -> None:
     """Record a successful action in the caller's transaction: no audit row, no change."""
+    entry = _entry(
+        ctx,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        result="success",
+        status_code=status_code,
+        details=details,
+    )
     try:
-        await _append(conn, ctx, action, resource_type, resource_id, details, status_code)
+        await audit_store.append(conn, entry)
     except OrisError:
         raise
     except Exception as error:
         raise Unavailable(
             "the audit log could not be written; the change was not applied"
         ) from error
-
-
-async def _append(
-    conn: AsyncConnection,
-    ctx: RequestContext,
-    action: str,
-    resource_type: str,
-    resource_id: str | None,
-    details: dict[str, Any] | None,
-    status_code: int,
-) -> None:
-    await audit_store.append(
-        conn,
-        _entry(
-            ctx,
-            action=action,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            result="success",
-            status_code=status_code,
-            details=details,
-        ),
-    )
 
 
 async def record(
@@ -107,19 +93,17 @@ async def record(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Record a refused or failed action in a transaction of its own."""
+    entry = _entry(
+        ctx,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        result=result,
+        status_code=status_code,
+        details=details,
+    )
     async with db.write() as conn:
-        await audit_store.append(
-            conn,
-            _entry(
-                ctx,
-                action=action,
-                resource_type=resource_type,
-                resource_id=resource_id,
-                result=result,
-                status_code=status_code,
-                details=details,
-            ),
-        )
+        await audit_store.append(conn, entry)
 
 
 async def list_logs(db: Database, filters: AuditFilter, limit: int) -> list[AuditEntry]:

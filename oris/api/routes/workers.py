@@ -38,28 +38,14 @@ async def poll(
 
 
 @router.post("/{worker_id}/heartbeat")
+@router.post("/{worker_id}/extend-lease")
 async def heartbeat(
     rt: Rt,
     ctx: Ctx,
     worker_id: str,
     body: Annotated[HeartbeatBody, Depends(json_body(HeartbeatBody))],
 ) -> Response:
-    """Extend a live lease."""
-    authorize_worker_id(ctx.actor, worker_id)
-    return ok(
-        ctx.request_id,
-        await scheduler.heartbeat(rt, worker_id, body.lease_id, body.lease_ttl_seconds),
-    )
-
-
-@router.post("/{worker_id}/extend-lease")
-async def extend_lease(
-    rt: Rt,
-    ctx: Ctx,
-    worker_id: str,
-    body: Annotated[HeartbeatBody, Depends(json_body(HeartbeatBody))],
-) -> Response:
-    """Same as heartbeat."""
+    """Extend a live lease (``extend-lease`` is the same operation under upstream's name)."""
     authorize_worker_id(ctx.actor, worker_id)
     return ok(
         ctx.request_id,
