@@ -7,12 +7,11 @@ from collections.abc import Collection
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oris.domain.states import AttemptStatus, LeaseState
+from oris.domain.states import AttemptStatus
 from oris.store.dialect import is_postgres
 from oris.store.records import AttemptRecord
-from oris.store.tables import attempts, leases
+from oris.store.tables import ACTIVE_LEASE, DISPATCHABLE_ATTEMPT, RUNNING_ATTEMPT, attempts, leases
 
-_DISPATCHABLE = [AttemptStatus.QUEUED.value, AttemptStatus.RETRY_BACKOFF.value]
 RESERVED_WORKFLOW_PREFIX = "oris."
 
 
@@ -40,7 +39,7 @@ async def claim_candidates(
     """
     statement = (
         select(attempts)
-        .where(attempts.c.status.in_(_DISPATCHABLE), attempts.c.available_at_ms <= now_ms)
+        .where(DISPATCHABLE_ATTEMPT, attempts.c.available_at_ms <= now_ms)
         .order_by(attempts.c.priority.desc(), attempts.c.available_at_ms, attempts.c.seq)
         .limit(limit)
     )
@@ -67,7 +66,7 @@ async def first_waiting_tenant(
     statement = (
         select(attempts.c.tenant_id)
         .where(
-            attempts.c.status.in_(_DISPATCHABLE),
+            DISPATCHABLE_ATTEMPT,
             attempts.c.available_at_ms <= now_ms,
             attempts.c.tenant_id.in_(list(tenants)),
         )
@@ -90,7 +89,7 @@ async def mark_leased(
     parent_span, span = trace
     result = await conn.execute(
         update(attempts)
-        .where(attempts.c.attempt_id == attempt.attempt_id, attempts.c.status.in_(_DISPATCHABLE))
+        .where(attempts.c.attempt_id == attempt.attempt_id, DISPATCHABLE_ATTEMPT)
         .values(
             status=AttemptStatus.LEASED.value,
             started_at_ms=now_ms,
@@ -106,15 +105,11 @@ async def mark_leased(
 
 async def queue_depth(conn: AsyncConnection, now_ms: int) -> int:
     """Dispatchable attempts, counting those stuck behind an expired lease (G7)."""
-    ready = select(func.count()).where(
-        attempts.c.status.in_(_DISPATCHABLE), attempts.c.available_at_ms <= now_ms
-    )
+    ready = select(func.count()).where(DISPATCHABLE_ATTEMPT, attempts.c.available_at_ms <= now_ms)
     stuck = (
         select(func.count())
         .select_from(leases)
-        .where(
-            and_(leases.c.state == LeaseState.ACTIVE.value, leases.c.lease_expires_at_ms < now_ms)
-        )
+        .where(and_(ACTIVE_LEASE, leases.c.lease_expires_at_ms < now_ms))
     )
     ready_count = int((await conn.execute(ready)).scalar_one())
     stuck_count = int((await conn.execute(stuck)).scalar_one())
@@ -133,7 +128,7 @@ async def timed_out(conn: AsyncConnection, *, now_ms: int, limit: int) -> list[A
         select(attempts)
         .where(
             attempts.c.execution_timeout_ms.is_not(None),
-            attempts.c.status.in_([AttemptStatus.LEASED.value, AttemptStatus.RUNNING.value]),
+            RUNNING_ATTEMPT,
             attempts.c.started_at_ms + attempts.c.execution_timeout_ms <= now_ms,
         )
         .limit(limit)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oris.domain.states import InterruptStatus, LeaseState
+from oris.domain.states import InterruptStatus
 from oris.store.dialect import is_postgres
-from oris.store.tables import interrupts, leases
+from oris.store.tables import ACTIVE_LEASE, interrupts, leases
 
 
 async def ping(conn: AsyncConnection) -> None:
@@ -23,9 +23,7 @@ async def interrupts_pending(conn: AsyncConnection) -> int:
 
 async def stale_leases(conn: AsyncConnection, now_ms: int) -> int:
     """Active leases past their expiry."""
-    statement = select(func.count()).where(
-        leases.c.state == LeaseState.ACTIVE.value, leases.c.lease_expires_at_ms < now_ms
-    )
+    statement = select(func.count()).where(ACTIVE_LEASE, leases.c.lease_expires_at_ms < now_ms)
     return int((await conn.execute(statement)).scalar_one())
 
 
@@ -35,7 +33,7 @@ async def active_leases_by(conn: AsyncConnection, column: str, now_ms: int) -> d
     statement = (
         select(key, func.count())
         .where(
-            leases.c.state == LeaseState.ACTIVE.value,
+            ACTIVE_LEASE,
             leases.c.lease_expires_at_ms >= now_ms,
             key.is_not(None),
         )

@@ -10,9 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.states import LeaseState
 from oris.store.records import LeaseRecord, dump_json
-from oris.store.tables import leases
-
-_ACTIVE = LeaseState.ACTIVE.value
+from oris.store.tables import ACTIVE_LEASE, leases
 
 
 async def get(conn: AsyncConnection, lease_id: str, *, lock: bool = False) -> LeaseRecord | None:
@@ -26,7 +24,7 @@ async def get(conn: AsyncConnection, lease_id: str, *, lock: bool = False) -> Le
 
 async def active_for_attempt(conn: AsyncConnection, attempt_id: str) -> LeaseRecord | None:
     """The attempt's active lease, if any."""
-    statement = select(leases).where(leases.c.attempt_id == attempt_id, leases.c.state == _ACTIVE)
+    statement = select(leases).where(leases.c.attempt_id == attempt_id, ACTIVE_LEASE)
     row = (await conn.execute(statement)).mappings().first()
     return None if row is None else LeaseRecord.from_row(row)
 
@@ -60,7 +58,7 @@ async def extend(
         .where(
             leases.c.lease_id == lease.lease_id,
             leases.c.version == lease.version,
-            leases.c.state == _ACTIVE,
+            ACTIVE_LEASE,
         )
         .values(
             heartbeat_at_ms=now_ms,
@@ -77,7 +75,7 @@ async def end_active_lease(
     """End the attempt's active lease (revoked by cancel, expired by maintenance)."""
     result = await conn.execute(
         update(leases)
-        .where(leases.c.attempt_id == attempt_id, leases.c.state == _ACTIVE)
+        .where(leases.c.attempt_id == attempt_id, ACTIVE_LEASE)
         .values(state=state.value, ended_at_ms=now_ms, version=leases.c.version + 1)
     )
     return bool(result.rowcount)
@@ -91,7 +89,7 @@ async def release(
         update(leases)
         .where(
             leases.c.lease_id == lease.lease_id,
-            leases.c.state == _ACTIVE,
+            ACTIVE_LEASE,
             leases.c.version == lease.version,
         )
         .values(
@@ -108,7 +106,7 @@ async def release(
 async def count_active_for_worker(conn: AsyncConnection, worker_id: str, now_ms: int) -> int:
     """Unexpired active leases held by a worker."""
     statement = select(func.count()).where(
-        leases.c.state == _ACTIVE,
+        ACTIVE_LEASE,
         leases.c.worker_id == worker_id,
         leases.c.lease_expires_at_ms >= now_ms,
     )
@@ -120,7 +118,7 @@ async def tenant_counts(conn: AsyncConnection, now_ms: int) -> dict[str, int]:
     statement = (
         select(leases.c.tenant_id, func.count())
         .where(
-            leases.c.state == _ACTIVE,
+            ACTIVE_LEASE,
             leases.c.tenant_id.is_not(None),
             leases.c.lease_expires_at_ms >= now_ms,
         )
@@ -135,7 +133,7 @@ async def claim_expired(
     """Active leases past their expiry (and grace), locked so only one sweeper takes each."""
     statement = (
         select(leases)
-        .where(leases.c.state == _ACTIVE, leases.c.lease_expires_at_ms < expired_before_ms)
+        .where(ACTIVE_LEASE, leases.c.lease_expires_at_ms < expired_before_ms)
         .order_by(leases.c.lease_expires_at_ms)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -149,7 +147,7 @@ async def mark_expired(conn: AsyncConnection, lease: LeaseRecord, now_ms: int) -
         update(leases)
         .where(
             leases.c.lease_id == lease.lease_id,
-            leases.c.state == _ACTIVE,
+            ACTIVE_LEASE,
             leases.c.version == lease.version,
         )
         .values(state=LeaseState.EXPIRED.value, ended_at_ms=now_ms, version=lease.version + 1)
@@ -164,5 +162,5 @@ async def active_summary(conn: AsyncConnection) -> list[tuple[str, str | None, i
         leases.c.tenant_id,
         leases.c.lease_expires_at_ms,
         leases.c.heartbeat_at_ms,
-    ).where(leases.c.state == _ACTIVE)
+    ).where(ACTIVE_LEASE)
     return [(str(w), t, int(e), int(h)) for w, t, e, h in (await conn.execute(statement)).all()]

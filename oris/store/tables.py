@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    ColumnElement,
     Float,
     Index,
     Integer,
@@ -18,10 +19,21 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
 
 metadata = MetaData()
+
+
+def inline(value: str) -> ColumnElement[str]:
+    """A string constant written into the SQL text instead of bound as a parameter.
+
+    Predicates that match a partial index must be literal: a prepared statement's generic plan
+    cannot prove ``state = $1`` implies ``state = 'active'`` and falls back to scanning.
+    """
+    return literal_column("'" + value.replace("'", "''") + "'", String)
+
 
 # SQLite only auto-increments a column declared exactly "INTEGER PRIMARY KEY".
 Serial = BigInteger().with_variant(Integer(), "sqlite")
@@ -359,3 +371,9 @@ workers = Table(
     Column("last_decision", String(32), nullable=True),
 )
 Index("idx_runtime_workers_last_seen", workers.c.last_seen_at_ms.desc())
+
+
+# The partial-index predicates, as queries must spell them (see ``inline``).
+ACTIVE_LEASE = leases.c.state == inline("active")
+DISPATCHABLE_ATTEMPT = attempts.c.status.in_([inline("queued"), inline("retry_backoff")])
+RUNNING_ATTEMPT = attempts.c.status.in_([inline("leased"), inline("running")])
