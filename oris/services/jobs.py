@@ -224,6 +224,20 @@ async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[st
         await db.work.signal(conn)
         if valid.idempotency_key is not None:
             await job_store.store_idempotent_response(conn, valid.idempotency_key, response)
+        # Last statement before commit: the audit chain lock is held from here to the commit,
+        # and every audited write in every replica waits for it.
+        await audit.write(
+            conn,
+            ctx,
+            action="job.run",
+            resource_type="thread",
+            resource_id=valid.thread_id,
+            details={
+                "attempt_id": response["attempt_id"],
+                "run_no": response["run_no"],
+                "workflow": valid.workflow,
+            },
+        )
         return response
 
 
@@ -317,14 +331,6 @@ async def _start_run(
         checkpoint_id=initial.checkpoint_id,
         details={"run_no": run_no, "workflow": valid.workflow, "request_id": ctx.request_id},
         now_ms=now,
-    )
-    await audit.write(
-        conn,
-        ctx,
-        action="job.run",
-        resource_type="thread",
-        resource_id=valid.thread_id,
-        details={"attempt_id": attempt_id, "run_no": run_no, "workflow": valid.workflow},
     )
     return {
         "thread_id": valid.thread_id,
