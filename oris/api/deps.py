@@ -15,7 +15,6 @@ from oris.api.ratelimit import RateLimiter
 from oris.domain.errors import (
     Forbidden,
     InvalidArgument,
-    OrisError,
     RateLimited,
     Unauthorized,
     UnsupportedMediaType,
@@ -146,11 +145,6 @@ def field_errors(error: ValidationError) -> list[dict[str, Any]]:
         {"field": ".".join(str(part) for part in item["loc"]) or "body", "message": item["msg"]}
         for item in error.errors()
     ]
-
-
-def error_of(exc: BaseException) -> OrisError | None:
-    """The runtime error behind an exception, if it is one."""
-    return exc if isinstance(exc, OrisError) else None
 
 
 async def audit_read(

@@ -22,7 +22,6 @@ COLUMN_GAP = "  "
 
 _RESET = "\033[0m"
 _BOLD = "\033[1m"
-_DIM = "\033[2m"
 _RED = "\033[31m"
 _GREEN = "\033[32m"
 _YELLOW = "\033[33m"
@@ -72,11 +71,6 @@ def _paint(text: str, code: str, stream: TextIO | None = None) -> str:
 def bold(text: str, stream: TextIO | None = None) -> str:
     """``text`` in bold on a terminal."""
     return _paint(text, _BOLD, stream)
-
-
-def dim(text: str, stream: TextIO | None = None) -> str:
-    """``text`` dimmed on a terminal."""
-    return _paint(text, _DIM, stream)
 
 
 def status_colour(text: str, stream: TextIO | None = None) -> str:

@@ -153,14 +153,3 @@ async def mark_expired(conn: AsyncConnection, lease: LeaseRecord, now_ms: int) -
         .values(state=LeaseState.EXPIRED.value, ended_at_ms=now_ms, version=lease.version + 1)
     )
     return bool(result.rowcount)
-
-
-async def active_summary(conn: AsyncConnection) -> list[tuple[str, str | None, int, int]]:
-    """(worker_id, tenant_id, lease_expires_at_ms, heartbeat_at_ms) of every active lease."""
-    statement = select(
-        leases.c.worker_id,
-        leases.c.tenant_id,
-        leases.c.lease_expires_at_ms,
-        leases.c.heartbeat_at_ms,
-    ).where(ACTIVE_LEASE)
-    return [(str(w), t, int(e), int(h)) for w, t, e, h in (await conn.execute(statement)).all()]
