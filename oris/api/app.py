@@ -298,5 +298,6 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
         RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes, tracing=tracing
     )
     app.state.metrics = metrics
+    app.state.tracing = tracing
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     return app

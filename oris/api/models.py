@@ -144,6 +144,18 @@ class AckBody(Body):
     interrupt: InterruptBody | None = None
 
 
+class AckBatchItem(AckBody):
+    """One ack of a batch; ``traceparent`` ties it to its job's trace."""
+
+    traceparent: str | None = None
+
+
+class AckBatchBody(Body):
+    """Many acks in one request (an extension; see docs/worker-protocol.md)."""
+
+    acks: list[AckBatchItem]
+
+
 class CreateKeyBody(Body):
     """Create a managed API key."""
 

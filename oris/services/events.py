@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,21 +25,41 @@ async def record(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Append a timeline event and log it once (and only if) the transaction commits."""
-    await job_store.add_event(
+    await record_many(
         conn,
-        thread_id=thread_id,
-        event_type=event_type,
-        now_ms=now_ms,
-        attempt_id=attempt_id,
-        checkpoint_id=checkpoint_id,
-        details=details,
+        [
+            {
+                "thread_id": thread_id,
+                "event_type": event_type,
+                "now_ms": now_ms,
+                "attempt_id": attempt_id,
+                "checkpoint_id": checkpoint_id,
+                "details": details,
+            }
+        ],
     )
-    fields = {
-        "event": event_type,
-        "thread_id": thread_id,
-        "attempt_id": attempt_id,
-        "worker_id": (details or {}).get("worker_id"),
-    }
-    if checkpoint_id is not None:
-        fields["checkpoint_id"] = checkpoint_id
-    after_commit(conn, lambda: log.info("transition", extra=fields))
+
+
+async def record_many(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """:func:`record` for many transitions (dicts of its keyword arguments), one statement."""
+    if not rows:
+        return
+    await job_store.add_events(conn, rows)
+    lines = []
+    for row in rows:
+        fields = {
+            "event": row["event_type"],
+            "thread_id": row["thread_id"],
+            "attempt_id": row.get("attempt_id"),
+            "worker_id": (row.get("details") or {}).get("worker_id"),
+        }
+        if row.get("checkpoint_id") is not None:
+            fields["checkpoint_id"] = row["checkpoint_id"]
+        lines.append(fields)
+
+    def emit() -> None:
+        if log.isEnabledFor(logging.INFO):
+            for fields in lines:
+                log.info("transition", extra=fields)
+
+    after_commit(conn, emit)

@@ -8,11 +8,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.clock import now_ms, to_rfc3339
-from oris.domain.errors import Conflict, InvalidArgument, NotFound
+from oris.domain.errors import Conflict, InvalidArgument, NotFound, OrisError
 from oris.domain.retry import RetryPolicy
 from oris.domain.states import (
     AckOutcome,
@@ -35,9 +35,10 @@ from oris.store import leases as lease_store
 from oris.store import workers as worker_store
 from oris.store.dialect import insert_ignore
 from oris.store.records import AttemptRecord, LeaseRecord, dump_json
-from oris.store.tables import step_reports
+from oris.store.tables import attempts, step_reports
 
 MAX_POLL_BATCH = 100
+MAX_ACK_BATCH = 100
 MAX_POLL_WAIT_MS = 30_000
 LONG_POLL_RECHECK_SECONDS = 1.0
 WORKER_SEEN_INTERVAL_SECONDS = 5.0
@@ -132,7 +133,7 @@ async def _poll_once(rt: Runtime, command: PollCommand) -> dict[str, Any]:
     async with rt.db.write() as conn:
         now = now_ms()
         await _note_worker(conn, rt, worker_id, now)
-        active = await lease_store.count_active_for_worker(conn, worker_id, now)
+        active, tenant_active = await lease_store.active_counts(conn, worker_id, now)
         if active >= worker_cap:
             rt.metrics.backpressured("worker_limit")
             return _poll_response(
@@ -143,7 +144,6 @@ async def _poll_once(rt: Runtime, command: PollCommand) -> dict[str, Any]:
                 dispatches=[],
             )
         slots = min(batch, worker_cap - active)
-        tenant_active = await lease_store.tenant_counts(conn, now)
         dispatched = await _claim(
             conn, rt, worker_id, slots, tenant_cap, tenant_active, workflows, now, ttl_ms
         )
@@ -215,9 +215,10 @@ async def _claim(
     ttl_ms: int,
 ) -> list[dict[str, Any]]:
     """Claim attempts in dispatch order, honouring tenant caps as the batch fills up."""
-    dispatched: list[dict[str, Any]] = []
+    chosen: list[AttemptRecord] = []
+    tenant_counts: list[int | None] = []
     for _ in range(4):  # a tenant may reach its cap mid-batch; rescan without it
-        need = slots - len(dispatched)
+        need = slots - len(chosen)
         if need <= 0:
             break
         excluded = {t for t, n in tenant_active.items() if n >= tenant_cap}
@@ -229,46 +230,61 @@ async def _claim(
         capped_midway = False
         for attempt in candidates:
             tenant = attempt.tenant_id
-            if tenant is not None and tenant_active.get(tenant, 0) >= tenant_cap:
+            if tenant is None:
+                tenant_counts.append(None)
+            elif tenant_active.get(tenant, 0) >= tenant_cap:
                 capped_midway = True
                 continue
-            item = await _lease_attempt(conn, rt, attempt, worker_id, now, ttl_ms)
-            if item is None:
-                continue
-            if tenant is not None:
+            else:
                 tenant_active[tenant] = tenant_active.get(tenant, 0) + 1
-                item["tenant_active_leases"] = tenant_active[tenant]
-            dispatched.append(item)
+                tenant_counts.append(tenant_active[tenant])
+            chosen.append(attempt)
         if not capped_midway and len(candidates) < need:
             break
-    return dispatched
+    if not chosen:
+        return []
+    return await _lease_attempts(conn, rt, chosen, tenant_counts, worker_id, now, ttl_ms)
 
 
-async def _lease_attempt(
+async def _lease_attempts(
     conn: AsyncConnection,
     rt: Runtime,
-    attempt: AttemptRecord,
+    chosen: list[AttemptRecord],
+    tenant_counts: list[int | None],
     worker_id: str,
     now: int,
     ttl_ms: int,
-) -> dict[str, Any] | None:
-    trace = attempt_trace(attempt)
-    child = None if trace is None else trace.child()
-    rt.metrics.lease_operation()
-    leased = await dispatch_store.mark_leased(
-        conn,
-        attempt,
-        now_ms=now,
-        trace=(
-            None if child is None else child.parent_span_id,
-            None if child is None else child.span_id,
-        ),
-    )
-    if not leased:
-        rt.metrics.lease_conflict()
-        return None
-    lease_id = f"lease-{uuid.uuid4()}"
+) -> list[dict[str, Any]]:
+    """Lease the claimed attempts with one statement per table, whatever the batch size.
+
+    The candidates are row-locked (PostgreSQL) or the write lock is held (SQLite), so each
+    guarded update applies.
+    """
     expires = now + ttl_ms
+    spans = []
+    for attempt in chosen:
+        trace = attempt_trace(attempt)
+        spans.append(None if trace is None else trace.child())
+    rt.metrics.lease_operation(operations=len(chosen))
+    await job_store.update_attempts(
+        conn,
+        [
+            {
+                "b_attempt_id": attempt.attempt_id,
+                "b_parent_span": None if child is None else child.parent_span_id,
+                "b_span": None if child is None else child.span_id,
+            }
+            for attempt, child in zip(chosen, spans, strict=True)
+        ],
+        dispatch_store.LEASED_VALUES
+        | {
+            "started_at_ms": now,
+            "updated_at_ms": now,
+            "trace_parent_span_id": bindparam("b_parent_span"),
+            "trace_span_id": bindparam("b_span"),
+        },
+    )
+    lease_ids = [f"lease-{uuid.uuid4()}" for _ in chosen]
     await lease_store.insert_many(
         conn,
         [
@@ -283,45 +299,61 @@ async def _lease_attempt(
                 "lease_expires_at_ms": expires,
                 "version": 1,
             }
+            for attempt, lease_id in zip(chosen, lease_ids, strict=True)
         ],
     )
-    job_input = await job_store.mark_running(conn, attempt.run_id, now)
-    checkpoint = await job_store.resume_checkpoint(
-        conn, attempt.run_id, attempt.attempt_id, attempt.start_checkpoint_id
-    )
-    recovery_ms = None
-    if attempt.lease_expired_at_ms is not None:
-        recovery_ms = float(max(now - attempt.lease_expired_at_ms, 0))
-    await events.record(
-        conn,
-        thread_id=attempt.run_id,
-        event_type="attempt_recovered" if recovery_ms is not None else "attempt_dispatched",
-        attempt_id=attempt.attempt_id,
-        details={"worker_id": worker_id, "attempt_no": attempt.attempt_no, "lease_id": lease_id},
-        now_ms=now,
-    )
-    return {
-        "attempt_id": attempt.attempt_id,
-        "lease_id": lease_id,
-        "lease_expires_at": to_rfc3339(expires),
-        "lease_ttl_seconds": ttl_ms / 1000,
-        "thread_id": attempt.run_id,
-        "run_no": attempt.run_no,
-        "workflow": attempt.workflow,
-        "attempt_no": attempt.attempt_no,
-        "kind": attempt.kind,
-        "input": job_input,
-        "tenant_id": attempt.tenant_id,
-        "tenant_active_leases": None,
-        "priority": attempt.priority,
-        "checkpoint": None
-        if checkpoint is None
-        else {"checkpoint_id": checkpoint.checkpoint_id, "state": checkpoint.state},
-        "resume_value": attempt.resume_value,
-        "has_resume_value": attempt.has_resume_value,
-        "trace": trace_view(child),
-        "_recovery_ms": recovery_ms,
-    }
+    inputs = await job_store.mark_running_many(conn, sorted({a.run_id for a in chosen}), now)
+    checkpoints = await job_store.resume_checkpoints(conn, chosen)
+    transitions = []
+    dispatched = []
+    for attempt, child, lease_id, tenant_count in zip(
+        chosen, spans, lease_ids, tenant_counts, strict=True
+    ):
+        recovery_ms = None
+        if attempt.lease_expired_at_ms is not None:
+            recovery_ms = float(max(now - attempt.lease_expired_at_ms, 0))
+        transitions.append(
+            {
+                "thread_id": attempt.run_id,
+                "event_type": "attempt_recovered"
+                if recovery_ms is not None
+                else "attempt_dispatched",
+                "attempt_id": attempt.attempt_id,
+                "details": {
+                    "worker_id": worker_id,
+                    "attempt_no": attempt.attempt_no,
+                    "lease_id": lease_id,
+                },
+                "now_ms": now,
+            }
+        )
+        checkpoint = checkpoints.get(attempt.attempt_id)
+        dispatched.append(
+            {
+                "attempt_id": attempt.attempt_id,
+                "lease_id": lease_id,
+                "lease_expires_at": to_rfc3339(expires),
+                "lease_ttl_seconds": ttl_ms / 1000,
+                "thread_id": attempt.run_id,
+                "run_no": attempt.run_no,
+                "workflow": attempt.workflow,
+                "attempt_no": attempt.attempt_no,
+                "kind": attempt.kind,
+                "input": inputs.get(attempt.run_id),
+                "tenant_id": attempt.tenant_id,
+                "tenant_active_leases": tenant_count,
+                "priority": attempt.priority,
+                "checkpoint": None
+                if checkpoint is None
+                else {"checkpoint_id": checkpoint.checkpoint_id, "state": checkpoint.state},
+                "resume_value": attempt.resume_value,
+                "has_resume_value": attempt.has_resume_value,
+                "trace": trace_view(child),
+                "_recovery_ms": recovery_ms,
+            }
+        )
+    await events.record_many(conn, transitions)
+    return dispatched
 
 
 async def _live_lease(
@@ -579,9 +611,8 @@ class AckCommand:
     interrupt: dict[str, Any] | None = None
 
 
-async def ack(rt: Runtime, worker_id: str, command: AckCommand) -> dict[str, Any]:
-    """Finish the caller's lease: complete, cancel, interrupt, retry or dead-letter."""
-    require_id("worker_id", worker_id)
+def _check_ack(command: AckCommand) -> tuple[RetryPolicy | None, str]:
+    """Validate an ack before any read; returns its retry policy and the hash repeats match."""
     if command.attempt_id is None or not command.attempt_id.strip():
         raise InvalidArgument("attempt_id must not be empty")
     policy = parse_retry_policy(command.retry_policy)
@@ -597,6 +628,14 @@ async def ack(rt: Runtime, worker_id: str, command: AckCommand) -> dict[str, Any
             [status, command.retry_policy, command.output, command.error, command.interrupt]
         ).encode()
     ).hexdigest()
+    return policy, ack_hash
+
+
+async def ack(rt: Runtime, worker_id: str, command: AckCommand) -> dict[str, Any]:
+    """Finish the caller's lease: complete, cancel, interrupt, retry or dead-letter."""
+    require_id("worker_id", worker_id)
+    policy, ack_hash = _check_ack(command)
+    assert command.attempt_id is not None
     async with rt.db.write() as conn:
         now = now_ms()
         attempt = await _require_attempt(conn, command.attempt_id, lock=True)
@@ -627,6 +666,153 @@ async def ack(rt: Runtime, worker_id: str, command: AckCommand) -> dict[str, Any
     elif outcome == AckOutcome.RETRY_SCHEDULED:
         rt.metrics.retry_scheduled()
     return response
+
+
+AckResult = tuple[dict[str, Any] | None, OrisError | None]
+
+
+async def ack_many(rt: Runtime, worker_id: str, commands: list[AckCommand]) -> list[AckResult]:
+    """Acks of many attempts in one call; each gets its own answer or error.
+
+    Plain ``completed`` acks of live leases (the common case) are applied together in one
+    transaction with one statement per table. Anything else (failures, interrupts, retry
+    policies, repeats, expired or foreign leases) goes through :func:`ack` one at a time, so
+    it behaves exactly as the single-ack endpoint.
+    """
+    require_id("worker_id", worker_id)
+    if not 1 <= len(commands) <= MAX_ACK_BATCH:
+        raise InvalidArgument(f"acks must hold between 1 and {MAX_ACK_BATCH} items")
+    results: dict[int, AckResult] = {}
+    batch: list[tuple[int, AckCommand, str]] = []
+    seen: set[str] = set()
+    for index, command in enumerate(commands):
+        try:
+            policy, ack_hash = _check_ack(command)
+        except OrisError as error:
+            results[index] = (None, error)
+            continue
+        attempt_id = str(command.attempt_id)
+        if command.terminal_status == "completed" and policy is None and attempt_id not in seen:
+            seen.add(attempt_id)
+            batch.append((index, command, ack_hash))
+    if batch:
+        for index, response in (await _complete_many(rt, worker_id, batch)).items():
+            results[index] = (response, None)
+    for index, command in enumerate(commands):
+        if index in results:
+            continue
+        try:
+            results[index] = (await ack(rt, worker_id, command), None)
+        except OrisError as error:
+            results[index] = (None, error)
+    return [results[index] for index in range(len(commands))]
+
+
+async def _complete_many(
+    rt: Runtime, worker_id: str, batch: list[tuple[int, AckCommand, str]]
+) -> dict[int, dict[str, Any]]:
+    """Complete the attempts whose live lease the worker holds; the others are left for
+    :func:`ack` to answer. Returns the responses by position in the request."""
+    done: dict[int, dict[str, Any]] = {}
+    async with rt.db.write() as conn:
+        now = now_ms()
+        ids = [str(command.attempt_id) for _, command, _ in batch]
+        found = await job_store.get_attempts(conn, ids, lock=True)
+        live = await lease_store.lock_active_for_attempts(conn, ids)
+        attempt_rows: list[dict[str, Any]] = []
+        job_rows: list[dict[str, Any]] = []
+        lease_rows: list[dict[str, Any]] = []
+        transitions: list[dict[str, Any]] = []
+        for index, command, ack_hash in batch:
+            attempt = found.get(str(command.attempt_id))
+            lease = live.get(str(command.attempt_id))
+            if (
+                attempt is None
+                or not _owns(lease, worker_id, command.lease_id)
+                or lease is None
+                or lease.lease_expires_at_ms < now
+            ):
+                continue
+            trace_values, trace = _next_trace(attempt)
+            output = None if command.output is None else dump_json(command.output)
+            error = None if command.error is None else dump_json(command.error)
+            attempt_rows.append(
+                {
+                    "b_attempt_id": attempt.attempt_id,
+                    "b_output": output,
+                    "b_error": error,
+                    "b_parent_span": trace_values.get("trace_parent_span_id"),
+                    "b_span": trace_values.get("trace_span_id"),
+                }
+            )
+            job_rows.append(
+                {
+                    "b_thread_id": attempt.run_id,
+                    "b_output": dump_json(command.output),
+                    "b_error": error,
+                }
+            )
+            response = {
+                "attempt_id": attempt.attempt_id,
+                "next_retry_at": None,
+                "next_attempt_no": attempt.attempt_no,
+                "status": AttemptStatus.COMPLETED.value,
+                "trace": trace,
+            }
+            lease_rows.append(
+                {
+                    "b_lease_id": lease.lease_id,
+                    "b_version": lease.version + 1,
+                    "b_ack_hash": ack_hash,
+                    "b_response": dump_json(response),
+                }
+            )
+            transitions.append(
+                {
+                    "thread_id": attempt.run_id,
+                    "event_type": "attempt_completed",
+                    "attempt_id": attempt.attempt_id,
+                    "details": {"worker_id": worker_id},
+                    "now_ms": now,
+                }
+            )
+            done[index] = response
+        await job_store.update_attempts(conn, attempt_rows, _completed_columns(now))
+        await job_store.update_jobs(
+            conn,
+            job_rows,
+            {
+                "status": JobStatus.COMPLETED.value,
+                "updated_at_ms": now,
+                "output_json": bindparam("b_output"),
+                "error_json": bindparam("b_error"),
+            },
+        )
+        await events.record_many(conn, transitions)
+        await lease_store.release_many(conn, lease_rows, now)
+    for _ in done:
+        rt.metrics.terminal(AttemptStatus.COMPLETED.value)
+    return done
+
+
+def _completed_columns(now: int) -> dict[str, Any]:
+    """What :func:`_finish` writes for a completed attempt, as per-row binds: output and error
+    only when the ack carries them, the span ids only when the attempt is traced."""
+
+    def keep(column: str, bind: str) -> Any:
+        current = attempts.c[column]
+        return func.coalesce(bindparam(bind, type_=current.type), current)
+
+    return {
+        "status": AttemptStatus.COMPLETED.value,
+        "finished_at_ms": now,
+        "updated_at_ms": now,
+        "retry_at_ms": None,
+        "output_json": keep("output_json", "b_output"),
+        "error_json": keep("error_json", "b_error"),
+        "trace_parent_span_id": keep("trace_parent_span_id", "b_parent_span"),
+        "trace_span_id": keep("trace_span_id", "b_span"),
+    }
 
 
 async def _repeated_ack(

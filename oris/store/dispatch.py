@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.states import AttemptStatus
@@ -13,6 +13,14 @@ from oris.store.records import AttemptRecord
 from oris.store.tables import ACTIVE_LEASE, DISPATCHABLE_ATTEMPT, RUNNING_ATTEMPT, attempts, leases
 
 RESERVED_WORKFLOW_PREFIX = "oris."
+
+# Dispatchable → leased: the columns every dispatch sets; the current lease's start (set by the
+# caller with the span ids) is the timeout origin (G8).
+LEASED_VALUES = {
+    "status": AttemptStatus.LEASED.value,
+    "retry_at_ms": None,
+    "lease_expired_at_ms": None,
+}
 
 
 def _workflow_filter(workflows: Collection[str] | None) -> ColumnElement[bool]:
@@ -76,31 +84,6 @@ async def first_waiting_tenant(
     statement = statement.where(_workflow_filter(workflows))
     value = (await conn.execute(statement)).scalar()
     return None if value is None else str(value)
-
-
-async def mark_leased(
-    conn: AsyncConnection,
-    attempt: AttemptRecord,
-    *,
-    now_ms: int,
-    trace: tuple[str | None, str | None],
-) -> bool:
-    """Dispatchable → leased, guarded; the current lease's start is the timeout origin (G8)."""
-    parent_span, span = trace
-    result = await conn.execute(
-        update(attempts)
-        .where(attempts.c.attempt_id == attempt.attempt_id, DISPATCHABLE_ATTEMPT)
-        .values(
-            status=AttemptStatus.LEASED.value,
-            started_at_ms=now_ms,
-            retry_at_ms=None,
-            lease_expired_at_ms=None,
-            trace_parent_span_id=parent_span,
-            trace_span_id=span,
-            updated_at_ms=now_ms,
-        )
-    )
-    return bool(result.rowcount)
 
 
 async def queue_depth(conn: AsyncConnection, now_ms: int) -> int:

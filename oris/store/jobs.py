@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.store.dialect import insert_ignore
@@ -86,6 +86,46 @@ async def get_attempt(
         statement = statement.with_for_update()
     row = (await conn.execute(statement)).mappings().first()
     return None if row is None else AttemptRecord.from_row(row)
+
+
+async def get_attempts(
+    conn: AsyncConnection, attempt_ids: Sequence[str], *, lock: bool = False
+) -> dict[str, AttemptRecord]:
+    """Attempts by id (missing ids are absent), locked in id order so batches cannot deadlock."""
+    statement = (
+        select(attempts)
+        .where(attempts.c.attempt_id.in_(list(attempt_ids)))
+        .order_by(attempts.c.attempt_id)
+    )
+    if lock:
+        statement = statement.with_for_update()
+    rows = (await conn.execute(statement)).mappings()
+    return {row["attempt_id"]: AttemptRecord.from_row(row) for row in rows}
+
+
+async def update_attempts(
+    conn: AsyncConnection, rows: Sequence[dict[str, Any]], values: dict[str, Any]
+) -> None:
+    """One statement for many attempts: each row holds ``b_attempt_id`` and the ``values``'
+    bind parameters (``bindparam("b_...")``) that differ per attempt."""
+    if rows:
+        statement = (
+            update(attempts)
+            .where(attempts.c.attempt_id == bindparam("b_attempt_id"))
+            .values(**values)
+        )
+        await conn.execute(statement, list(rows))
+
+
+async def update_jobs(
+    conn: AsyncConnection, rows: Sequence[dict[str, Any]], values: dict[str, Any]
+) -> None:
+    """One statement for many jobs: each row holds ``b_thread_id`` and the per-job binds."""
+    if rows:
+        statement = (
+            update(jobs).where(jobs.c.thread_id == bindparam("b_thread_id")).values(**values)
+        )
+        await conn.execute(statement, list(rows))
 
 
 async def list_attempts(conn: AsyncConnection, thread_id: str) -> list[AttemptRecord]:
@@ -190,37 +230,50 @@ async def latest_checkpoint(
     return None if row is None else CheckpointRecord.from_row(row)
 
 
-async def resume_checkpoint(
-    conn: AsyncConnection, thread_id: str, attempt_id: str, start_checkpoint_id: str | None
-) -> CheckpointRecord | None:
-    """Where an attempt starts: its own newest checkpoint, else its start checkpoint.
-
-    One query: an attempt's own checkpoints are always newer (higher ``seq``) than the
-    checkpoint it started from.
-    """
-    condition = checkpoints.c.attempt_id == attempt_id
-    if start_checkpoint_id is not None:
-        condition = or_(condition, checkpoints.c.checkpoint_id == start_checkpoint_id)
-    statement = (
-        select(checkpoints)
-        .where(checkpoints.c.thread_id == thread_id, condition)
-        .order_by(checkpoints.c.seq.desc())
-        .limit(1)
-    )
-    row = (await conn.execute(statement)).mappings().first()
-    return None if row is None else CheckpointRecord.from_row(row)
-
-
-async def mark_running(conn: AsyncConnection, thread_id: str, now_ms: int) -> Any:
-    """Job → running (its attempt was leased); returns the job's input for the dispatch."""
+async def mark_running_many(
+    conn: AsyncConnection, thread_ids: Sequence[str], now_ms: int
+) -> dict[str, Any]:
+    """Jobs → running (their attempts were leased); returns each job's input by thread id."""
+    if not thread_ids:
+        return {}
     result = await conn.execute(
         update(jobs)
-        .where(jobs.c.thread_id == thread_id)
+        .where(jobs.c.thread_id.in_(list(thread_ids)))
         .values(status="running", updated_at_ms=now_ms)
-        .returning(jobs.c.input_json)
+        .returning(jobs.c.thread_id, jobs.c.input_json)
     )
-    raw = result.scalar()
-    return None if raw is None else load_json(raw)
+    return {thread_id: None if raw is None else load_json(raw) for thread_id, raw in result.all()}
+
+
+async def resume_checkpoints(
+    conn: AsyncConnection, wanted: Sequence[AttemptRecord]
+) -> dict[str, CheckpointRecord]:
+    """Where each attempt starts, by attempt id: its own newest checkpoint, else its start
+    checkpoint (an attempt's own checkpoints always have a higher ``seq``). One query."""
+    if not wanted:
+        return {}
+    attempt_ids = [attempt.attempt_id for attempt in wanted]
+    starts = {a.start_checkpoint_id for a in wanted if a.start_checkpoint_id is not None}
+    condition: ColumnElement[bool] = checkpoints.c.attempt_id.in_(attempt_ids)
+    if starts:
+        condition = or_(condition, checkpoints.c.checkpoint_id.in_(sorted(starts)))
+    statement = select(checkpoints).where(
+        checkpoints.c.thread_id.in_(sorted({a.run_id for a in wanted})), condition
+    )
+    found = [CheckpointRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
+    chosen: dict[str, CheckpointRecord] = {}
+    for attempt in wanted:
+        mine = [
+            c
+            for c in found
+            if c.thread_id == attempt.run_id
+            and (
+                c.attempt_id == attempt.attempt_id or c.checkpoint_id == attempt.start_checkpoint_id
+            )
+        ]
+        if mine:
+            chosen[attempt.attempt_id] = max(mine, key=lambda c: c.seq)
+    return chosen
 
 
 async def list_checkpoints(conn: AsyncConnection, thread_id: str) -> list[CheckpointRecord]:
@@ -231,27 +284,26 @@ async def list_checkpoints(conn: AsyncConnection, thread_id: str) -> list[Checkp
     return [CheckpointRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
 
 
-async def add_event(
-    conn: AsyncConnection,
-    *,
-    thread_id: str,
-    event_type: str,
-    now_ms: int,
-    attempt_id: str | None = None,
-    checkpoint_id: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    """Append one event to a thread's timeline."""
-    await conn.execute(
-        timeline_events.insert().values(
-            thread_id=thread_id,
-            attempt_id=attempt_id,
-            event_type=event_type,
-            checkpoint_id=checkpoint_id,
-            details_json=None if details is None else dump_json(details),
-            created_at_ms=now_ms,
+async def add_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Append timeline events in one statement: dicts with ``thread_id``, ``event_type``,
+    ``now_ms`` and optionally ``attempt_id``, ``checkpoint_id``, ``details``."""
+    if rows:
+        await conn.execute(
+            timeline_events.insert(),
+            [
+                {
+                    "thread_id": row["thread_id"],
+                    "attempt_id": row.get("attempt_id"),
+                    "event_type": row["event_type"],
+                    "checkpoint_id": row.get("checkpoint_id"),
+                    "details_json": None
+                    if row.get("details") is None
+                    else dump_json(row["details"]),
+                    "created_at_ms": row["now_ms"],
+                }
+                for row in rows
+            ],
         )
-    )
 
 
 async def list_events(conn: AsyncConnection, thread_id: str) -> list[TimelineRecord]:

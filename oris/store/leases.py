@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.states import LeaseState
+from oris.store.dialect import is_postgres
 from oris.store.records import LeaseRecord, dump_json
 from oris.store.tables import ACTIVE_LEASE, leases
 
@@ -103,28 +104,62 @@ async def release(
     return bool(result.rowcount)
 
 
-async def count_active_for_worker(conn: AsyncConnection, worker_id: str, now_ms: int) -> int:
-    """Unexpired active leases held by a worker."""
-    statement = select(func.count()).where(
-        ACTIVE_LEASE,
-        leases.c.worker_id == worker_id,
-        leases.c.lease_expires_at_ms >= now_ms,
-    )
-    return int((await conn.execute(statement)).scalar_one())
-
-
-async def tenant_counts(conn: AsyncConnection, now_ms: int) -> dict[str, int]:
-    """Unexpired active leases per tenant."""
+async def active_counts(
+    conn: AsyncConnection, worker_id: str, now_ms: int
+) -> tuple[int, dict[str, int]]:
+    """Unexpired active leases held by ``worker_id``, and per tenant (all workers), in one query."""
+    mine = (leases.c.worker_id == worker_id).label("mine")
     statement = (
-        select(leases.c.tenant_id, func.count())
+        select(mine, leases.c.tenant_id, func.count())
         .where(
             ACTIVE_LEASE,
-            leases.c.tenant_id.is_not(None),
             leases.c.lease_expires_at_ms >= now_ms,
+            or_(leases.c.worker_id == worker_id, leases.c.tenant_id.is_not(None)),
         )
-        .group_by(leases.c.tenant_id)
+        .group_by(mine, leases.c.tenant_id)
     )
-    return {str(tenant): int(count) for tenant, count in (await conn.execute(statement)).all()}
+    worker_total = 0
+    tenants: dict[str, int] = {}
+    for is_mine, tenant, count in (await conn.execute(statement)).all():
+        if is_mine:
+            worker_total += int(count)
+        if tenant is not None:
+            tenants[str(tenant)] = tenants.get(str(tenant), 0) + int(count)
+    return worker_total, tenants
+
+
+async def lock_active_for_attempts(
+    conn: AsyncConnection, attempt_ids: Sequence[str]
+) -> dict[str, LeaseRecord]:
+    """The active leases of these attempts, row-locked; leases another transaction holds
+    (the expiry sweeper) are skipped rather than waited for."""
+    statement = (
+        select(leases)
+        .where(leases.c.attempt_id.in_(list(attempt_ids)), ACTIVE_LEASE)
+        .order_by(leases.c.attempt_id)
+    )
+    if is_postgres(conn):
+        statement = statement.with_for_update(skip_locked=True)
+    rows = (await conn.execute(statement)).mappings()
+    return {row["attempt_id"]: LeaseRecord.from_row(row) for row in rows}
+
+
+async def release_many(conn: AsyncConnection, rows: Sequence[dict[str, Any]], now_ms: int) -> None:
+    """Release locked leases by their acks: rows of ``b_lease_id``, ``b_version`` (the new
+    version), ``b_ack_hash`` and ``b_response`` (JSON text)."""
+    if rows:
+        statement = (
+            update(leases)
+            .where(leases.c.lease_id == bindparam("b_lease_id"), ACTIVE_LEASE)
+            .values(
+                state=LeaseState.RELEASED.value,
+                ended_at_ms=now_ms,
+                version=bindparam("b_version"),
+                ack_hash=bindparam("b_ack_hash"),
+                ack_response_json=bindparam("b_response"),
+            )
+        )
+        await conn.execute(statement, list(rows))
 
 
 async def claim_expired(

@@ -45,6 +45,11 @@ ROUTES: list[tuple[str, str, Any]] = [
         {"attempt_id": "a", "action_id": "b", "status": "c", "dedupe_token": "d"},
     ),
     ("POST", "/v1/workers/wk-1/ack", {"attempt_id": "a", "terminal_status": "completed"}),
+    (
+        "POST",
+        "/v1/workers/wk-1/acks",
+        {"acks": [{"attempt_id": "a", "terminal_status": "completed"}]},
+    ),
     ("GET", "/v1/attempts/a/retries", None),
     ("GET", "/v1/dlq", None),
     ("GET", "/v1/dlq/a", None),

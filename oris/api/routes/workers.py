@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from starlette.requests import Request
 from starlette.responses import Response
 
 from oris.api.auth import authorize_worker_id
 from oris.api.deps import caller, json_body, runtime
-from oris.api.envelope import ok
-from oris.api.models import AckBody, HeartbeatBody, PollBody, ReportStepBody
+from oris.api.envelope import STATUS_BY_CODE, ok
+from oris.api.models import AckBatchBody, AckBody, HeartbeatBody, PollBody, ReportStepBody
+from oris.observability.tracing import SpanRecorder
 from oris.services import scheduler
 from oris.services.context import RequestContext
 from oris.services.runtime import Runtime
@@ -79,7 +81,57 @@ async def ack(
 ) -> Response:
     """Finish a lease: completed, failed (retry or DLQ), cancelled or interrupted."""
     authorize_worker_id(ctx.actor, worker_id)
-    command = scheduler.AckCommand(
+    return ok(ctx.request_id, await scheduler.ack(rt, worker_id, _ack_command(body)))
+
+
+@router.post("/{worker_id}/acks")
+async def ack_batch(
+    request: Request,
+    rt: Rt,
+    ctx: Ctx,
+    worker_id: str,
+    body: Annotated[AckBatchBody, Depends(json_body(AckBatchBody))],
+) -> Response:
+    """Many acks at once; each item is answered like ``/ack`` would answer it, in order."""
+    authorize_worker_id(ctx.actor, worker_id)
+    answers = await scheduler.ack_many(rt, worker_id, [_ack_command(item) for item in body.acks])
+    results = []
+    tracing: SpanRecorder = request.app.state.tracing
+    for item, (data, error) in zip(body.acks, answers, strict=True):
+        if item.traceparent:
+            # Each traced ack shows in its job's trace, as a single /ack would.
+            with tracing.span("POST /v1/workers/{worker_id}/acks item", item.traceparent) as span:
+                span.finish(
+                    "POST /v1/workers/{worker_id}/acks item",
+                    {
+                        "oris.request_id": ctx.request_id,
+                        "oris.worker_id": worker_id,
+                        "oris.attempt_id": item.attempt_id,
+                        "http.response.status_code": 200
+                        if error is None
+                        else STATUS_BY_CODE[error.code],
+                    },
+                )
+        if error is None:
+            results.append({"attempt_id": item.attempt_id, "ok": True, "data": data})
+        else:
+            results.append(
+                {
+                    "attempt_id": item.attempt_id,
+                    "ok": False,
+                    "status": STATUS_BY_CODE[error.code],
+                    "error": {
+                        "code": error.code.value,
+                        "message": error.message,
+                        "details": error.details,
+                    },
+                }
+            )
+    return ok(ctx.request_id, {"results": results})
+
+
+def _ack_command(body: AckBody) -> scheduler.AckCommand:
+    return scheduler.AckCommand(
         attempt_id=body.attempt_id,
         terminal_status=body.terminal_status,
         retry_policy=None if body.retry_policy is None else body.retry_policy.model_dump(),
@@ -88,4 +140,3 @@ async def ack(
         error=None if body.error is None else body.error.model_dump(exclude_none=True),
         interrupt=None if body.interrupt is None else body.interrupt.model_dump(),
     )
-    return ok(ctx.request_id, await scheduler.ack(rt, worker_id, command))

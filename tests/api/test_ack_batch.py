@@ -1,0 +1,100 @@
+"""``POST /v1/workers/{id}/acks`` on both backends: each item answered as ``/ack`` answers it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.api.helpers import ack, fails, ok, poll, run
+from tests.api.test_scheduler import force_expire, runtime_of
+
+
+async def acks(api: httpx.AsyncClient, worker_id: str, items: list[dict[str, Any]]) -> list[Any]:
+    data = await ok(api, "POST", f"/v1/workers/{worker_id}/acks", {"acks": items})
+    results: list[Any] = data["results"]
+    assert [r["attempt_id"] for r in results] == [i.get("attempt_id") for i in items]
+    return results
+
+
+def completed(lease: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {
+        "attempt_id": lease["attempt_id"],
+        "lease_id": lease["lease_id"],
+        "terminal_status": "completed",
+        **fields,
+    }
+
+
+async def test_a_batch_completes_many_jobs_like_single_acks(api: httpx.AsyncClient) -> None:
+    for index in range(5):
+        await run(api, f"b-{index}", workflow="echo", input={"n": index})
+    leases = (await poll(api, "wb", limit=5))["dispatches"]
+    assert len(leases) == 5
+    results = await acks(api, "wb", [completed(d, output={"n": i}) for i, d in enumerate(leases)])
+    assert all(r["ok"] for r in results)
+    for index, (lease, result) in enumerate(zip(leases, results, strict=True)):
+        assert result["data"]["status"] == "completed"
+        assert result["data"]["next_retry_at"] is None
+        assert result["data"]["trace"]["parent_span_id"] == lease["trace"]["span_id"]
+        job = await ok(api, "GET", f"/v1/jobs/{lease['thread_id']}")
+        assert job["status"] == "completed"
+        assert job["output"] == {"n": index}
+        timeline = await ok(api, "GET", f"/v1/jobs/{lease['thread_id']}/timeline")
+        assert [e["event_type"] for e in timeline["timeline"]][-1] == "attempt_completed"
+    # Repeating an item is answered from the stored ack, exactly like /ack.
+    again = await acks(api, "wb", [completed(leases[0], output={"n": 0})])
+    assert again[0] == results[0]
+    single = await ack(api, "wb", leases[1]["attempt_id"], output={"n": 1})
+    assert single == results[1]["data"]
+    # A different outcome for an acked lease is refused.
+    changed = await acks(api, "wb", [completed(leases[2], output="other")])
+    assert changed[0]["ok"] is False
+    assert changed[0]["status"] == 409
+    assert changed[0]["error"]["code"] == "conflict"
+    assert (await poll(api, "wb"))["worker_active_leases"] == 0
+
+
+async def test_each_item_gets_its_own_answer(api: httpx.AsyncClient) -> None:
+    for index in range(4):
+        await run(api, f"m-{index}")
+    good, foreign, failing, expired = (await poll(api, "wm", limit=4))["dispatches"]
+    await force_expire(runtime_of(api), expired["lease_id"])
+    results = await acks(
+        api,
+        "wm",
+        [
+            completed(good),
+            {**completed(foreign), "lease_id": "lease-not-mine"},
+            {
+                "attempt_id": failing["attempt_id"],
+                "terminal_status": "failed",
+                "error": {"message": "boom", "retryable": False},
+            },
+            completed(expired),
+            {"attempt_id": "attempt-nope", "terminal_status": "completed"},
+            {"attempt_id": good["attempt_id"], "terminal_status": "done"},
+        ],
+    )
+    assert [r["ok"] for r in results] == [True, False, True, False, False, False]
+    assert [r.get("status") for r in results] == [None, 409, None, 409, 404, 400]
+    assert results[2]["data"]["status"] == "failed"
+    assert results[3]["error"]["message"] == "lease expired"
+    assert (await ok(api, "GET", f"/v1/jobs/{good['thread_id']}"))["status"] == "completed"
+    assert (await ok(api, "GET", f"/v1/jobs/{foreign['thread_id']}"))["status"] == "running"
+    assert (await ok(api, "GET", f"/v1/jobs/{failing['thread_id']}"))["status"] == "failed"
+    dead = await ok(api, "GET", f"/v1/dlq/{failing['attempt_id']}")
+    assert dead["attempt_id"] == failing["attempt_id"]
+    # The foreign item changed nothing: its owner can still ack it.
+    owned = await acks(api, "wm", [completed(foreign)])
+    assert owned[0]["ok"] is True
+
+
+async def test_batch_size_and_body_are_validated(api: httpx.AsyncClient) -> None:
+    empty = await fails(api, "POST", "/v1/workers/w/acks", 400, {"acks": []})
+    assert "between 1 and 100" in empty["message"]
+    item = {"attempt_id": "a", "terminal_status": "completed"}
+    await fails(api, "POST", "/v1/workers/w/acks", 400, {"acks": [item] * 101})
+    await fails(api, "POST", "/v1/workers/w/acks", 400, {"acks": "nope"})
+    await fails(api, "POST", "/v1/workers/w/acks", 400, {})
+    await fails(api, "POST", "/v1/workers/%20/acks", 400, {"acks": [item]})
