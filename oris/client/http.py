@@ -282,6 +282,16 @@ class OrisClient:
             headers=_trace(traceparent),
         )
 
+    async def ack_many(self, worker_id: str, acks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``POST /v1/workers/{worker_id}/acks``: one result per ack, in order, each either
+        ``{"ok": true, "data": ...}`` or ``{"ok": false, "status": ..., "error": ...}``."""
+        body = {"acks": [{k: v for k, v in item.items() if v is not None} for item in acks]}
+        data = await self._object("POST", f"/v1/workers/{worker_id}/acks", json=body)
+        results = data.get("results")
+        if not isinstance(results, list) or len(results) != len(acks):
+            raise ApiError(200, "unexpected_response", "acks returned no result per ack", None)
+        return results
+
 
 def _trace(traceparent: str | None) -> dict[str, str] | None:
     """The W3C header that ties a worker call to its job's trace."""

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from oris.client.http import ApiError, OrisClient, ServerUnreachable
+from oris.worker.acks import AckBatcher
 from oris.worker.backoff import Backoff
 from oris.worker.context import Context, json_value
 from oris.worker.dispatch import Dispatch
@@ -104,9 +105,11 @@ class Attempt:
         worker_id: str,
         registry: Registry,
         retry_max_seconds: float,
+        acks: AckBatcher | None = None,
     ) -> None:
         self.dispatch = dispatch
         self._client = client
+        self._acks = acks
         self._worker_id = worker_id
         self._registry = registry
         self._retry_max_seconds = retry_max_seconds
@@ -282,6 +285,14 @@ class Attempt:
         )
 
     async def _ack(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if self._acks is not None:
+            batcher = self._acks
+            body = {
+                "attempt_id": self.dispatch.attempt_id,
+                "lease_id": self.dispatch.lease_id,
+                **fields,
+            }
+            return await self._send("ack", lambda: batcher.ack(body, self._traceparent))
         return await self._send(
             "ack",
             lambda: self._client.ack(

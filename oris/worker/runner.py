@@ -15,6 +15,7 @@ import httpx
 
 from oris.client.http import ApiError, OrisClient, ServerUnreachable
 from oris.config import WorkerSettings
+from oris.worker.acks import AckBatcher
 from oris.worker.attempt import Attempt
 from oris.worker.backoff import Backoff
 from oris.worker.dispatch import Dispatch
@@ -57,6 +58,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._attempts: dict[asyncio.Task[None], Attempt] = {}
+        self._acks: AckBatcher | None = None
 
     @property
     def active_attempts(self) -> int:
@@ -81,6 +83,7 @@ class Worker:
     async def run(self) -> None:
         """Poll and execute until ``shutdown()``; returns once every attempt has ended."""
         async with OrisClient(self.settings, transport=self._transport) as client:
+            self._acks = AckBatcher(client, self.worker_id)
             log.info(
                 "worker started",
                 extra={
@@ -193,6 +196,7 @@ class Worker:
             worker_id=self.worker_id,
             registry=self.registry,
             retry_max_seconds=self.settings.worker_poll_max_interval_seconds,
+            acks=self._acks,
         )
         log.info(
             "attempt dispatched",

@@ -79,9 +79,25 @@ class FakeServer:
         if endpoint == "report-step":
             return self.ok({"status": "reported", "checkpoint_id": f"cp-{len(self.calls)}"})
         if endpoint == "ack":
-            status = body["terminal_status"]
-            return self.ok({"status": "retry_scheduled" if status == "failed" else status})
+            return self.ok(self.ack_answer(body))
+        if endpoint == "acks":
+            return self.ok({"results": [self.batch_item(item) for item in body["acks"]]})
         return self.ok({"lease_id": body.get("lease_id")})
+
+    @staticmethod
+    def ack_answer(body: dict[str, Any]) -> dict[str, Any]:
+        status = body["terminal_status"]
+        return {"status": "retry_scheduled" if status == "failed" else status}
+
+    def batch_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        """One item of a batch ack, recorded and failed like a single ack."""
+        self.calls.append(("ack", item))
+        pending = self.failing.get("ack")
+        if pending:
+            status = pending.pop(0)
+            error = {"code": "fake", "message": f"fake {status}", "details": None}
+            return {"attempt_id": item["attempt_id"], "ok": False, "status": status, "error": error}
+        return {"attempt_id": item["attempt_id"], "ok": True, "data": self.ack_answer(item)}
 
     @staticmethod
     def ok(data: Any) -> httpx.Response:
@@ -280,3 +296,23 @@ async def test_shutdown_cancels_attempts_that_outlive_the_grace_period() -> None
 def test_a_worker_needs_at_least_one_workflow() -> None:
     with pytest.raises(ValueError, match="no workflows"):
         make_worker(FakeServer(), Registry())
+
+
+async def test_acks_that_pile_up_travel_in_one_request() -> None:
+    items = [dict(dispatch("echo", n), attempt_id=f"a-{n}", lease_id=f"l-{n}") for n in range(6)]
+    server = FakeServer(*items)
+    await run_until(make_worker(server, worker_concurrency=6), lambda: len(server.sent("ack")) == 6)
+    assert sorted(a["attempt_id"] for a in server.sent("ack")) == [f"a-{n}" for n in range(6)]
+    assert all(a["lease_id"] == "l-" + a["attempt_id"][2:] for a in server.sent("ack"))
+    batches = server.sent("acks")
+    assert batches, "six acks finishing together should share a request"
+    assert all(len(batch["acks"]) > 1 for batch in batches)
+
+
+async def test_a_server_without_batch_acks_gets_single_acks() -> None:
+    items = [dict(dispatch("echo", n), attempt_id=f"a-{n}", lease_id=f"l-{n}") for n in range(6)]
+    server = FakeServer(*items)
+    server.fail("acks", 404)
+    await run_until(make_worker(server, worker_concurrency=6), lambda: len(server.sent("ack")) == 6)
+    assert len(server.sent("acks")) == 1  # tried once, then never again
+    assert sorted(a["attempt_id"] for a in server.sent("ack")) == [f"a-{n}" for n in range(6)]
