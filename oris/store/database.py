@@ -69,6 +69,10 @@ def create_engine(
                 "server_settings": {
                     "search_path": target.schema or "public",
                     "application_name": application_name,
+                    # asyncpg prepares every statement; a generic plan made while a table was
+                    # small (a seq scan of a fresh runtime_leases) would be kept as the table
+                    # grows. Planning each execution costs little and follows the data.
+                    "plan_cache_mode": "force_custom_plan",
                 },
                 "timeout": 10,
             },
