@@ -2090,9 +2090,9 @@ async def explain_depth(dsn: str, conn: asyncpg.Connection) -> Json:
         with capture_sql(database.engine) as seen:
             async with database.write() as sa_conn:
                 now = now_ms()
-                await lease_store.count_active_for_worker(sa_conn, "depth-w", now)
-                await lease_store.tenant_counts(sa_conn, now)
+                await lease_store.active_counts(sa_conn, "depth-w", now)
                 await lease_store.active_for_attempt(sa_conn, "attempt-none")
+                await lease_store.lock_active_for_attempts(sa_conn, ["attempt-none"])
                 await lease_store.claim_expired(sa_conn, expired_before_ms=now, limit=500)
         captured += [(f"leases: {_statement_kind(s)}", s, p) for s, p in seen["statements"]]
     finally:
