@@ -16,7 +16,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oris.api.auth import Authenticator
-from oris.api.deps import audit_spec, request_id, runtime
+from oris.api.deps import audit_spec, request_id, runtime_of
 from oris.api.envelope import STATUS_BY_CODE, JsonResponse, error, request_id_from
 from oris.api.ratelimit import RateLimiter
 from oris.api.routes import jobs, operators, workers
@@ -273,7 +273,7 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> Response:
-        outcome = await health.check(runtime(request))
+        outcome = await health.check(runtime_of(request))
         return JsonResponse(
             {**outcome.body, "request_id": request_id(request)},
             status_code=200 if outcome.ok else 503,
@@ -281,7 +281,7 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(request: Request) -> Response:
-        rt = runtime(request)
+        rt = runtime_of(request)
         gauges: Any = None
         try:
             gauges = await health.database_gauges(rt)

@@ -27,10 +27,15 @@ M = TypeVar("M", bound=BaseModel)
 OVERRIDE_HEADER = "x-oris-incident-override"
 
 
-def runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     """The process's runtime handles."""
     rt: Runtime = request.app.state.runtime
     return rt
+
+
+async def runtime(request: Request) -> Runtime:
+    """:func:`runtime_of` as a dependency (async: FastAPI runs plain functions in a thread)."""
+    return runtime_of(request)
 
 
 def request_id(request: Request) -> str:
@@ -49,10 +54,10 @@ class AuditSpec:
 
 def audited(
     action: str, resource_type: str, resource_param: str | None = None
-) -> Callable[[Request], None]:
+) -> Callable[[Request], Awaitable[None]]:
     """Dependency marking a route as audited, so failures are recorded too."""
 
-    def mark(request: Request) -> None:
+    async def mark(request: Request) -> None:
         request.scope["oris.audit"] = AuditSpec(action, resource_type, resource_param)
 
     return mark
@@ -153,7 +158,7 @@ async def audit_read(
     """Record a non-admin read of a payload-bearing resource (fails closed: no row, no data)."""
     if ctx.actor.role is Role.ADMIN or ctx.actor.actor_type == "anonymous":
         return
-    rt = runtime(request)
+    rt = runtime_of(request)
     await audit.record(
         rt.db,
         ctx,
