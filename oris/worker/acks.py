@@ -19,6 +19,7 @@ from oris.client.http import ApiError, OrisClient
 log = logging.getLogger("oris.worker")
 
 MAX_ACK_BATCH = 100
+LINGER_TURNS = 16
 _NO_BATCH_ROUTE = frozenset({404, 405})
 
 
@@ -58,8 +59,13 @@ class AckBatcher:
         return await pending.answer
 
     async def _send_queued(self) -> None:
-        # One turn of the loop lets acks finishing at the same moment join the first request.
-        await asyncio.sleep(0)
+        # Acks of attempts dispatched together finish a few loop turns apart: keep yielding while
+        # more arrive (a bounded number of turns, microseconds each), then send them together.
+        for _ in range(LINGER_TURNS):
+            queued = len(self._queue)
+            await asyncio.sleep(0)
+            if len(self._queue) == queued:
+                break
         while self._queue:
             batch = self._queue[:MAX_ACK_BATCH]
             del self._queue[:MAX_ACK_BATCH]

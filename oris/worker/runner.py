@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -294,5 +295,18 @@ async def run_until_signalled(worker: Worker) -> int:
 
 
 def run_worker(settings: WorkerSettings, registry: Registry) -> int:
-    """Build a worker and run it in a new event loop until it is told to stop."""
-    return asyncio.run(run_until_signalled(Worker(settings, registry)))
+    """Build a worker and run it in a new event loop until it is told to stop.
+
+    The loop is uvloop's where it is installed (as for ``oris serve``): a worker spends most
+    of its own time creating tasks and moving bytes, which uvloop does several times faster.
+    """
+    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+        return runner.run(run_until_signalled(Worker(settings, registry)))
+
+
+def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # not on this platform: the standard loop
+        return None
+    return uvloop.new_event_loop

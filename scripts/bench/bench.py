@@ -45,7 +45,8 @@ SCHEMA = "oris_runtime"
 DB_PREFIX = "oris_bench_"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The "oris-wide" drain: one oris worker running this many attempts at once (the server's
-# per-worker lease cap raised to match), next to the default of 8.
+# per-worker lease cap raised to match), next to the default of 8; "oris-2w" splits the same
+# number over two worker processes.
 WIDE_CONCURRENCY = 64
 
 Json = dict[str, Any]
@@ -837,10 +838,14 @@ class Bench:
         concurrency = 1 if limit1 else cfg.worker_concurrency
         if variant == "oris-wide":
             concurrency = WIDE_CONCURRENCY
+        workers = 2 if variant == "oris-2w" else 1
+        if variant == "oris-2w":
+            concurrency = WIDE_CONCURRENCY // 2
         name = await self.pg.create(f"drain_{variant.replace('-', '_')}")
         dsn = self.pg.dsn(name)
         server: Server | None = None
         worker: Proc | None = None
+        more_workers: list[Proc] = []
         try:
             oris_upgrade(dsn)
             conn = await self.pg.connect(name)
@@ -860,6 +865,10 @@ class Bench:
             else:
                 worker = start_worker(f"worker-{name}", server, dsn, concurrency)
                 pids["worker"] = worker.pid
+                for index in range(2, workers + 1):
+                    more = start_worker(f"worker{index}-{name}", server, dsn, concurrency)
+                    more_workers.append(more)
+                    pids[f"worker{index}"] = more.pid
             meter = CpuMeter(name, pids)
             if profile:
                 await asyncio.sleep(1.0)
@@ -885,6 +894,8 @@ class Bench:
                     await loop_task
             if worker is not None:
                 worker.stop()
+            for more in more_workers:
+                more.stop()
             await asyncio.sleep(1.2)  # backends flush their statistics at most once a second
             after = await db_stats(self.pg, name)
             scans_after = await table_scans(conn)
@@ -909,6 +920,7 @@ class Bench:
                 "table_scans_per_job": scans_delta(scans_before, scans_after, done),
                 "cpu": cpu,
                 "worker_concurrency": concurrency if variant != "oris-loop1" else 1,
+                "worker_processes": workers,
             }
             if profile:
                 result["profile"] = {
@@ -920,6 +932,8 @@ class Bench:
         finally:
             if worker is not None:
                 worker.stop()
+            for more in more_workers:
+                more.stop()
             if server is not None:
                 server.stop()
             await self.pg.drop(name)
@@ -1016,7 +1030,7 @@ class Bench:
 
     async def workload_drain(self) -> None:
         cfg = self.cfg
-        variants = ["oris", "oris-wide", "oris-limit1", "oris-loop1"]
+        variants = ["oris", "oris-wide", "oris-2w", "oris-limit1", "oris-loop1"]
         if cfg.peers:
             variants += ["pgqueuer", "pgqueuer-b1", "procrastinate"]
         if cfg.drain_variants:
@@ -2287,7 +2301,7 @@ def print_report(results: Json) -> None:
         add("\nDrain (jobs/s, first dispatch → last ack, from the database)")
         for name, data in results["drain"].items():
             add(row(name, data["jobs_per_s"], "jobs/s"))
-        for variant in ("oris", "oris-wide"):
+        for variant in ("oris", "oris-wide", "oris-2w"):
             ours = med(results, "drain", variant, "jobs_per_s")
             for peer_name in ("pgqueuer", "pgqueuer-b1", "procrastinate"):
                 r = ratio(ours, med(results, "drain", peer_name, "jobs_per_s"))
