@@ -45,6 +45,11 @@ async def record_many(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> 
     if not rows:
         return
     await job_store.add_events(conn, rows)
+    note(conn, rows)
+
+
+def note(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    """Log transitions whose timeline rows were written by a batch statement, after commit."""
     lines = []
     for row in rows:
         fields = {

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.clock import now_ms, to_rfc3339
@@ -27,6 +27,7 @@ from oris.services import events
 from oris.services.jobs import parse_retry_policy
 from oris.services.runtime import Runtime
 from oris.services.views import attempt_trace, trace_view
+from oris.store import batches as batch_store
 from oris.store import dead_letters as dlq_store
 from oris.store import dispatch as dispatch_store
 from oris.store import interrupts as interrupt_store
@@ -35,7 +36,7 @@ from oris.store import leases as lease_store
 from oris.store import workers as worker_store
 from oris.store.dialect import insert_ignore
 from oris.store.records import AttemptRecord, LeaseRecord, dump_json
-from oris.store.tables import attempts, step_reports
+from oris.store.tables import step_reports
 
 MAX_POLL_BATCH = 100
 MAX_ACK_BATCH = 100
@@ -255,69 +256,23 @@ async def _lease_attempts(
     now: int,
     ttl_ms: int,
 ) -> list[dict[str, Any]]:
-    """Lease the claimed attempts with one statement per table, whatever the batch size.
-
-    The candidates are row-locked (PostgreSQL) or the write lock is held (SQLite), so each
-    guarded update applies.
-    """
+    """Lease the claimed attempts (one statement on PostgreSQL, one per table on SQLite,
+    whatever the batch size) and build the dispatch items."""
     expires = now + ttl_ms
     spans = []
     for attempt in chosen:
         trace = attempt_trace(attempt)
         spans.append(None if trace is None else trace.child())
     rt.metrics.lease_operation(operations=len(chosen))
-    await job_store.update_attempts(
-        conn,
-        [
-            {
-                "b_attempt_id": attempt.attempt_id,
-                "b_parent_span": None if child is None else child.parent_span_id,
-                "b_span": None if child is None else child.span_id,
-            }
-            for attempt, child in zip(chosen, spans, strict=True)
-        ],
-        dispatch_store.LEASED_VALUES
-        | {
-            "started_at_ms": now,
-            "updated_at_ms": now,
-            "trace_parent_span_id": bindparam("b_parent_span"),
-            "trace_span_id": bindparam("b_span"),
-        },
-    )
     lease_ids = [f"lease-{uuid.uuid4()}" for _ in chosen]
-    await lease_store.insert_many(
-        conn,
-        [
-            {
-                "lease_id": lease_id,
-                "attempt_id": attempt.attempt_id,
-                "worker_id": worker_id,
-                "tenant_id": attempt.tenant_id,
-                "state": LeaseState.ACTIVE.value,
-                "acquired_at_ms": now,
-                "heartbeat_at_ms": now,
-                "lease_expires_at_ms": expires,
-                "version": 1,
-            }
-            for attempt, lease_id in zip(chosen, lease_ids, strict=True)
-        ],
-    )
-    inputs = await job_store.mark_running_many(conn, sorted({a.run_id for a in chosen}), now)
-    checkpoints = await job_store.resume_checkpoints(conn, chosen)
     transitions = []
-    dispatched = []
-    for attempt, child, lease_id, tenant_count in zip(
-        chosen, spans, lease_ids, tenant_counts, strict=True
-    ):
-        recovery_ms = None
-        if attempt.lease_expired_at_ms is not None:
-            recovery_ms = float(max(now - attempt.lease_expired_at_ms, 0))
+    for attempt, lease_id in zip(chosen, lease_ids, strict=True):
         transitions.append(
             {
                 "thread_id": attempt.run_id,
-                "event_type": "attempt_recovered"
-                if recovery_ms is not None
-                else "attempt_dispatched",
+                "event_type": "attempt_dispatched"
+                if attempt.lease_expired_at_ms is None
+                else "attempt_recovered",
                 "attempt_id": attempt.attempt_id,
                 "details": {
                     "worker_id": worker_id,
@@ -327,6 +282,33 @@ async def _lease_attempts(
                 "now_ms": now,
             }
         )
+    inputs = await batch_store.lease_attempts(
+        conn,
+        [
+            batch_store.NewLease(
+                attempt_id=attempt.attempt_id,
+                thread_id=attempt.run_id,
+                tenant_id=attempt.tenant_id,
+                lease_id=lease_id,
+                parent_span_id=None if child is None else child.parent_span_id,
+                span_id=None if child is None else child.span_id,
+            )
+            for attempt, child, lease_id in zip(chosen, spans, lease_ids, strict=True)
+        ],
+        worker_id=worker_id,
+        now_ms=now,
+        expires_at_ms=expires,
+        events=transitions,
+    )
+    events.note(conn, transitions)
+    checkpoints = await job_store.resume_checkpoints(conn, chosen)
+    dispatched = []
+    for attempt, child, lease_id, tenant_count in zip(
+        chosen, spans, lease_ids, tenant_counts, strict=True
+    ):
+        recovery_ms = None
+        if attempt.lease_expired_at_ms is not None:
+            recovery_ms = float(max(now - attempt.lease_expired_at_ms, 0))
         checkpoint = checkpoints.get(attempt.attempt_id)
         dispatched.append(
             {
@@ -352,7 +334,6 @@ async def _lease_attempts(
                 "_recovery_ms": recovery_ms,
             }
         )
-    await events.record_many(conn, transitions)
     return dispatched
 
 
@@ -636,6 +617,12 @@ async def ack(rt: Runtime, worker_id: str, command: AckCommand) -> dict[str, Any
     require_id("worker_id", worker_id)
     policy, ack_hash = _check_ack(command)
     assert command.attempt_id is not None
+    if command.terminal_status == "completed" and policy is None:
+        # The common case takes the batch path (one statement on PostgreSQL); anything it
+        # leaves (a repeat, a foreign or expired lease, an unknown attempt) is decided below.
+        done = await _complete_many(rt, worker_id, [(0, command, ack_hash)])
+        if done:
+            return done[0]
     async with rt.db.write() as conn:
         now = now_ms()
         attempt = await _require_attempt(conn, command.attempt_id, lock=True)
@@ -719,9 +706,7 @@ async def _complete_many(
         ids = [str(command.attempt_id) for _, command, _ in batch]
         found = await job_store.get_attempts(conn, ids, lock=True)
         live = await lease_store.lock_active_for_attempts(conn, ids)
-        attempt_rows: list[dict[str, Any]] = []
-        job_rows: list[dict[str, Any]] = []
-        lease_rows: list[dict[str, Any]] = []
+        completions: list[batch_store.Completion] = []
         transitions: list[dict[str, Any]] = []
         for index, command, ack_hash in batch:
             attempt = found.get(str(command.attempt_id))
@@ -734,24 +719,7 @@ async def _complete_many(
             ):
                 continue
             trace_values, trace = _next_trace(attempt)
-            output = None if command.output is None else dump_json(command.output)
             error = None if command.error is None else dump_json(command.error)
-            attempt_rows.append(
-                {
-                    "b_attempt_id": attempt.attempt_id,
-                    "b_output": output,
-                    "b_error": error,
-                    "b_parent_span": trace_values.get("trace_parent_span_id"),
-                    "b_span": trace_values.get("trace_span_id"),
-                }
-            )
-            job_rows.append(
-                {
-                    "b_thread_id": attempt.run_id,
-                    "b_output": dump_json(command.output),
-                    "b_error": error,
-                }
-            )
             response = {
                 "attempt_id": attempt.attempt_id,
                 "next_retry_at": None,
@@ -759,13 +727,20 @@ async def _complete_many(
                 "status": AttemptStatus.COMPLETED.value,
                 "trace": trace,
             }
-            lease_rows.append(
-                {
-                    "b_lease_id": lease.lease_id,
-                    "b_version": lease.version + 1,
-                    "b_ack_hash": ack_hash,
-                    "b_response": dump_json(response),
-                }
+            completions.append(
+                batch_store.Completion(
+                    attempt_id=attempt.attempt_id,
+                    thread_id=attempt.run_id,
+                    lease_id=lease.lease_id,
+                    new_lease_version=lease.version + 1,
+                    output_json=None if command.output is None else dump_json(command.output),
+                    job_output_json=dump_json(command.output),
+                    error_json=error,
+                    parent_span_id=trace_values.get("trace_parent_span_id"),
+                    span_id=trace_values.get("trace_span_id"),
+                    ack_hash=ack_hash,
+                    response_json=dump_json(response),
+                )
             )
             transitions.append(
                 {
@@ -777,42 +752,11 @@ async def _complete_many(
                 }
             )
             done[index] = response
-        await job_store.update_attempts(conn, attempt_rows, _completed_columns(now))
-        await job_store.update_jobs(
-            conn,
-            job_rows,
-            {
-                "status": JobStatus.COMPLETED.value,
-                "updated_at_ms": now,
-                "output_json": bindparam("b_output"),
-                "error_json": bindparam("b_error"),
-            },
-        )
-        await events.record_many(conn, transitions)
-        await lease_store.release_many(conn, lease_rows, now)
+        await batch_store.complete_attempts(conn, completions, now_ms=now, events=transitions)
+        events.note(conn, transitions)
     for _ in done:
         rt.metrics.terminal(AttemptStatus.COMPLETED.value)
     return done
-
-
-def _completed_columns(now: int) -> dict[str, Any]:
-    """What :func:`_finish` writes for a completed attempt, as per-row binds: output and error
-    only when the ack carries them, the span ids only when the attempt is traced."""
-
-    def keep(column: str, bind: str) -> Any:
-        current = attempts.c[column]
-        return func.coalesce(bindparam(bind, type_=current.type), current)
-
-    return {
-        "status": AttemptStatus.COMPLETED.value,
-        "finished_at_ms": now,
-        "updated_at_ms": now,
-        "retry_at_ms": None,
-        "output_json": keep("output_json", "b_output"),
-        "error_json": keep("error_json", "b_error"),
-        "trace_parent_span_id": keep("trace_parent_span_id", "b_parent_span"),
-        "trace_span_id": keep("trace_span_id", "b_span"),
-    }
 
 
 async def _repeated_ack(

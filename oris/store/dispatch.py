@@ -7,20 +7,11 @@ from collections.abc import Collection
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oris.domain.states import AttemptStatus
 from oris.store.dialect import is_postgres
 from oris.store.records import AttemptRecord
 from oris.store.tables import ACTIVE_LEASE, DISPATCHABLE_ATTEMPT, RUNNING_ATTEMPT, attempts, leases
 
 RESERVED_WORKFLOW_PREFIX = "oris."
-
-# Dispatchable → leased: the columns every dispatch sets; the current lease's start (set by the
-# caller with the span ids) is the timeout origin (G8).
-LEASED_VALUES = {
-    "status": AttemptStatus.LEASED.value,
-    "retry_at_ms": None,
-    "lease_expired_at_ms": None,
-}
 
 
 def _workflow_filter(workflows: Collection[str] | None) -> ColumnElement[bool]:

@@ -284,26 +284,26 @@ async def list_checkpoints(conn: AsyncConnection, thread_id: str) -> list[Checkp
     return [CheckpointRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
 
 
-async def add_events(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Append timeline events in one statement: dicts with ``thread_id``, ``event_type``,
-    ``now_ms`` and optionally ``attempt_id``, ``checkpoint_id``, ``details``."""
-    if rows:
-        await conn.execute(
-            timeline_events.insert(),
-            [
-                {
-                    "thread_id": row["thread_id"],
-                    "attempt_id": row.get("attempt_id"),
-                    "event_type": row["event_type"],
-                    "checkpoint_id": row.get("checkpoint_id"),
-                    "details_json": None
-                    if row.get("details") is None
-                    else dump_json(row["details"]),
-                    "created_at_ms": row["now_ms"],
-                }
-                for row in rows
-            ],
-        )
+def event_rows(events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Timeline rows from dicts with ``thread_id``, ``event_type``, ``now_ms`` and optionally
+    ``attempt_id``, ``checkpoint_id``, ``details``."""
+    return [
+        {
+            "thread_id": event["thread_id"],
+            "attempt_id": event.get("attempt_id"),
+            "event_type": event["event_type"],
+            "checkpoint_id": event.get("checkpoint_id"),
+            "details_json": None if event.get("details") is None else dump_json(event["details"]),
+            "created_at_ms": event["now_ms"],
+        }
+        for event in events
+    ]
+
+
+async def add_events(conn: AsyncConnection, events: Sequence[dict[str, Any]]) -> None:
+    """Append timeline events (see :func:`event_rows`) in one statement."""
+    if events:
+        await conn.execute(timeline_events.insert(), event_rows(events))
 
 
 async def list_events(conn: AsyncConnection, thread_id: str) -> list[TimelineRecord]:

@@ -1,0 +1,304 @@
+"""The worker protocol's set-based writes: lease a poll's batch, complete a batch of acks.
+
+On PostgreSQL each is one statement whatever the batch size: the rows travel as arrays and
+data-modifying CTEs write every table, so a dispatch or a batch of acks costs one round trip.
+On SQLite (no data-modifying CTEs) each table gets one statement. Callers hold the rows locked
+(the claim's ``FOR UPDATE SKIP LOCKED``, the ack's ``FOR UPDATE``) or the SQLite write lock, so
+the writes need no guards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, func, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from oris.domain.states import AttemptStatus, JobStatus, LeaseState
+from oris.store import jobs as job_store
+from oris.store import leases as lease_store
+from oris.store.dialect import is_postgres
+from oris.store.records import load_json
+from oris.store.tables import attempts
+
+
+@dataclass(frozen=True, slots=True)
+class NewLease:
+    """One attempt of a poll's batch and the lease it gets."""
+
+    attempt_id: str
+    thread_id: str
+    tenant_id: str | None
+    lease_id: str
+    parent_span_id: str | None
+    span_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One ``completed`` ack of a batch, with everything it writes as JSON text."""
+
+    attempt_id: str
+    thread_id: str
+    lease_id: str
+    new_lease_version: int
+    output_json: str | None  # on the attempt: only when the ack carries an output
+    job_output_json: str  # on the job: always (``null`` without an output)
+    error_json: str | None
+    parent_span_id: str | None  # the attempt's next span; None keeps the current one
+    span_id: str | None
+    ack_hash: str
+    response_json: str
+
+
+async def lease_attempts(
+    conn: AsyncConnection,
+    batch: Sequence[NewLease],
+    *,
+    worker_id: str,
+    now_ms: int,
+    expires_at_ms: int,
+    events: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    """Attempts → leased, their leases, jobs → running and the timeline events; returns each
+    job's input by thread id."""
+    if not batch:
+        return {}
+    if is_postgres(conn):
+        rows = await conn.execute(
+            text(_LEASE_POSTGRES),
+            {
+                "attempt_ids": [b.attempt_id for b in batch],
+                "parents": [b.parent_span_id for b in batch],
+                "spans": [b.span_id for b in batch],
+                "lease_ids": [b.lease_id for b in batch],
+                "tenants": [b.tenant_id for b in batch],
+                "threads": sorted({b.thread_id for b in batch}),
+                "worker_id": worker_id,
+                "now": now_ms,
+                "expires": expires_at_ms,
+                **_event_arrays(events),
+            },
+        )
+        return {thread: None if raw is None else load_json(raw) for thread, raw in rows.all()}
+    await job_store.update_attempts(
+        conn,
+        [
+            {"b_attempt_id": b.attempt_id, "b_parent_span": b.parent_span_id, "b_span": b.span_id}
+            for b in batch
+        ],
+        {
+            "status": AttemptStatus.LEASED.value,
+            "retry_at_ms": None,
+            "lease_expired_at_ms": None,
+            "started_at_ms": now_ms,
+            "updated_at_ms": now_ms,
+            "trace_parent_span_id": bindparam("b_parent_span"),
+            "trace_span_id": bindparam("b_span"),
+        },
+    )
+    await lease_store.insert_many(
+        conn,
+        [
+            {
+                "lease_id": b.lease_id,
+                "attempt_id": b.attempt_id,
+                "worker_id": worker_id,
+                "tenant_id": b.tenant_id,
+                "state": LeaseState.ACTIVE.value,
+                "acquired_at_ms": now_ms,
+                "heartbeat_at_ms": now_ms,
+                "lease_expires_at_ms": expires_at_ms,
+                "version": 1,
+            }
+            for b in batch
+        ],
+    )
+    inputs = await job_store.mark_running_many(conn, sorted({b.thread_id for b in batch}), now_ms)
+    await job_store.add_events(conn, events)
+    return inputs
+
+
+async def complete_attempts(
+    conn: AsyncConnection,
+    batch: Sequence[Completion],
+    *,
+    now_ms: int,
+    events: Sequence[dict[str, Any]],
+) -> None:
+    """Attempts and jobs → completed, the timeline events, and the leases released with the
+    ack stored for repeats."""
+    if not batch:
+        return
+    if is_postgres(conn):
+        await conn.execute(
+            text(_COMPLETE_POSTGRES),
+            {
+                "attempt_ids": [c.attempt_id for c in batch],
+                "outputs": [c.output_json for c in batch],
+                "errors": [c.error_json for c in batch],
+                "parents": [c.parent_span_id for c in batch],
+                "spans": [c.span_id for c in batch],
+                "threads": [c.thread_id for c in batch],
+                "job_outputs": [c.job_output_json for c in batch],
+                "lease_ids": [c.lease_id for c in batch],
+                "versions": [c.new_lease_version for c in batch],
+                "hashes": [c.ack_hash for c in batch],
+                "responses": [c.response_json for c in batch],
+                "now": now_ms,
+                **_event_arrays(events),
+            },
+        )
+        return
+
+    def keep(column: str, bind: str) -> Any:
+        current = attempts.c[column]
+        return func.coalesce(bindparam(bind, type_=current.type), current)
+
+    await job_store.update_attempts(
+        conn,
+        [
+            {
+                "b_attempt_id": c.attempt_id,
+                "b_output": c.output_json,
+                "b_error": c.error_json,
+                "b_parent_span": c.parent_span_id,
+                "b_span": c.span_id,
+            }
+            for c in batch
+        ],
+        {
+            "status": AttemptStatus.COMPLETED.value,
+            "finished_at_ms": now_ms,
+            "updated_at_ms": now_ms,
+            "retry_at_ms": None,
+            "output_json": keep("output_json", "b_output"),
+            "error_json": keep("error_json", "b_error"),
+            "trace_parent_span_id": keep("trace_parent_span_id", "b_parent_span"),
+            "trace_span_id": keep("trace_span_id", "b_span"),
+        },
+    )
+    await job_store.update_jobs(
+        conn,
+        [
+            {"b_thread_id": c.thread_id, "b_output": c.job_output_json, "b_error": c.error_json}
+            for c in batch
+        ],
+        {
+            "status": JobStatus.COMPLETED.value,
+            "updated_at_ms": now_ms,
+            "output_json": bindparam("b_output"),
+            "error_json": bindparam("b_error"),
+        },
+    )
+    await job_store.add_events(conn, events)
+    await lease_store.release_many(
+        conn,
+        [
+            {
+                "b_lease_id": c.lease_id,
+                "b_version": c.new_lease_version,
+                "b_ack_hash": c.ack_hash,
+                "b_response": c.response_json,
+            }
+            for c in batch
+        ],
+        now_ms,
+    )
+
+
+def _event_arrays(events: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    rows = job_store.event_rows(events)
+    return {
+        "event_threads": [r["thread_id"] for r in rows],
+        "event_attempts": [r["attempt_id"] for r in rows],
+        "event_types": [r["event_type"] for r in rows],
+        "event_checkpoints": [r["checkpoint_id"] for r in rows],
+        "event_details": [r["details_json"] for r in rows],
+        "event_times": [r["created_at_ms"] for r in rows],
+    }
+
+
+# Timeline events from arrays; shared by both statements below.
+_EVENTS_CTE = """
+    events AS (
+        INSERT INTO runtime_timeline_events (thread_id, attempt_id, event_type, checkpoint_id,
+            details_json, created_at_ms)
+        SELECT e.thread_id, e.attempt_id, e.event_type, e.checkpoint_id, e.details, e.created
+        FROM unnest(CAST(:event_threads AS text[]), CAST(:event_attempts AS text[]),
+                    CAST(:event_types AS text[]), CAST(:event_checkpoints AS text[]),
+                    CAST(:event_details AS text[]), CAST(:event_times AS bigint[]))
+             AS e(thread_id, attempt_id, event_type, checkpoint_id, details, created)
+        RETURNING 1
+    )"""
+
+# Data-modifying CTEs all run to completion whether or not the outer statement reads them.
+_LEASE_POSTGRES = f"""
+WITH picked AS (
+        SELECT * FROM unnest(CAST(:attempt_ids AS text[]), CAST(:parents AS text[]),
+                             CAST(:spans AS text[]), CAST(:lease_ids AS text[]),
+                             CAST(:tenants AS text[]))
+             AS p(attempt_id, parent_span, span, lease_id, tenant_id)
+    ),
+    leased AS (
+        UPDATE runtime_attempts AS a
+        SET status = 'leased', retry_at_ms = NULL, lease_expired_at_ms = NULL,
+            started_at_ms = CAST(:now AS bigint), updated_at_ms = CAST(:now AS bigint),
+            trace_parent_span_id = p.parent_span, trace_span_id = p.span
+        FROM picked AS p
+        WHERE a.attempt_id = p.attempt_id
+        RETURNING 1
+    ),
+    new_leases AS (
+        INSERT INTO runtime_leases (lease_id, attempt_id, worker_id, tenant_id, state,
+            acquired_at_ms, heartbeat_at_ms, lease_expires_at_ms, version)
+        SELECT p.lease_id, p.attempt_id, CAST(:worker_id AS text), p.tenant_id, 'active',
+               CAST(:now AS bigint), CAST(:now AS bigint), CAST(:expires AS bigint), 1
+        FROM picked AS p
+        RETURNING 1
+    ),{_EVENTS_CTE}
+UPDATE runtime_jobs AS j
+SET status = 'running', updated_at_ms = CAST(:now AS bigint)
+WHERE j.thread_id = ANY(CAST(:threads AS text[]))
+RETURNING j.thread_id, j.input_json
+"""
+
+_COMPLETE_POSTGRES = f"""
+WITH done AS (
+        SELECT * FROM unnest(CAST(:attempt_ids AS text[]), CAST(:outputs AS text[]),
+                             CAST(:errors AS text[]), CAST(:parents AS text[]),
+                             CAST(:spans AS text[]), CAST(:threads AS text[]),
+                             CAST(:job_outputs AS text[]), CAST(:lease_ids AS text[]),
+                             CAST(:versions AS bigint[]), CAST(:hashes AS text[]),
+                             CAST(:responses AS text[]))
+             AS d(attempt_id, output, error, parent_span, span, thread_id, job_output,
+                  lease_id, version, ack_hash, response)
+    ),
+    attempts_done AS (
+        UPDATE runtime_attempts AS a
+        SET status = 'completed', finished_at_ms = CAST(:now AS bigint),
+            updated_at_ms = CAST(:now AS bigint), retry_at_ms = NULL,
+            output_json = COALESCE(d.output, a.output_json),
+            error_json = COALESCE(d.error, a.error_json),
+            trace_parent_span_id = COALESCE(d.parent_span, a.trace_parent_span_id),
+            trace_span_id = COALESCE(d.span, a.trace_span_id)
+        FROM done AS d
+        WHERE a.attempt_id = d.attempt_id
+        RETURNING 1
+    ),
+    jobs_done AS (
+        UPDATE runtime_jobs AS j
+        SET status = 'completed', updated_at_ms = CAST(:now AS bigint),
+            output_json = d.job_output, error_json = d.error
+        FROM done AS d
+        WHERE j.thread_id = d.thread_id
+        RETURNING 1
+    ),{_EVENTS_CTE}
+UPDATE runtime_leases AS l
+SET state = 'released', ended_at_ms = CAST(:now AS bigint), version = d.version,
+    ack_hash = d.ack_hash, ack_response_json = d.response
+FROM done AS d
+WHERE l.lease_id = d.lease_id AND l.state = 'active'
+"""
