@@ -271,35 +271,9 @@ async def _start_run(
         "updated_at_ms": now,
     }
     attempt_id = job_store.new_attempt_id(valid.thread_id)
-    created = await job_store.insert_job_if_absent(
-        conn,
-        {
-            "thread_id": valid.thread_id,
-            "run_no": 1,
-            "current_attempt_id": attempt_id,
-            "created_at_ms": now,
-            **job_values,
-        },
-    )
-    run_no = 1
-    if not created:
-        existing = await job_store.get_job(conn, valid.thread_id, lock=True)
-        if existing is None:  # deleted between the two statements: nothing deletes jobs
-            raise Conflict(f"thread '{valid.thread_id}' changed concurrently; retry")
-        _refuse_rerun(existing)
-        run_no = existing.run_no + 1
-    initial = await job_store.insert_checkpoint(
-        conn,
-        thread_id=valid.thread_id,
-        attempt_id=None,
-        step=None,
-        state={},
-        now_ms=now,
-        first=created,
-    )
-    await job_store.insert_attempt(
-        conn,
-        attempt_values(
+
+    def first_attempt(run_no: int, start_checkpoint_id: str) -> dict[str, Any]:
+        return attempt_values(
             attempt_id=attempt_id,
             thread_id=valid.thread_id,
             run_no=run_no,
@@ -311,27 +285,65 @@ async def _start_run(
             timeout_status=job_values["timeout_status"],
             retry=valid.retry,
             trace=valid.trace,
-            start_checkpoint_id=initial.checkpoint_id,
+            start_checkpoint_id=start_checkpoint_id,
             resume_value=None,
             has_resume_value=False,
             now=now,
-        ),
+        )
+
+    def queued_event(run_no: int, checkpoint_id: str) -> dict[str, Any]:
+        return {
+            "thread_id": valid.thread_id,
+            "event_type": "job_queued",
+            "attempt_id": attempt_id,
+            "checkpoint_id": checkpoint_id,
+            "details": {"run_no": run_no, "workflow": valid.workflow, "request_id": ctx.request_id},
+            "now_ms": now,
+        }
+
+    # A new thread (the common case) is written in one statement on PostgreSQL.
+    checkpoint_id = job_store.new_checkpoint_id()
+    event = queued_event(1, checkpoint_id)
+    created = await job_store.insert_new_run(
+        conn,
+        job={
+            "thread_id": valid.thread_id,
+            "run_no": 1,
+            "current_attempt_id": attempt_id,
+            "created_at_ms": now,
+            **job_values,
+        },
+        checkpoint={
+            "checkpoint_id": checkpoint_id,
+            "thread_id": valid.thread_id,
+            "attempt_id": None,
+            "seq": 0,
+            "step": None,
+            "state_json": dump_json({}),
+            "created_at_ms": now,
+        },
+        attempt=first_attempt(1, checkpoint_id),
+        events=[event],
     )
-    if not created:
+    run_no = 1
+    if created:
+        events.note(conn, [event])
+    else:
+        existing = await job_store.get_job(conn, valid.thread_id, lock=True)
+        if existing is None:  # deleted between the two statements: nothing deletes jobs
+            raise Conflict(f"thread '{valid.thread_id}' changed concurrently; retry")
+        _refuse_rerun(existing)
+        run_no = existing.run_no + 1
+        initial = await job_store.insert_checkpoint(
+            conn, thread_id=valid.thread_id, attempt_id=None, step=None, state={}, now_ms=now
+        )
+        await job_store.insert_attempt(conn, first_attempt(run_no, initial.checkpoint_id))
         await job_store.update_job(
             conn,
             valid.thread_id,
             {**job_values, "run_no": run_no, "current_attempt_id": attempt_id},
         )
-    await events.record(
-        conn,
-        thread_id=valid.thread_id,
-        event_type="job_queued",
-        attempt_id=attempt_id,
-        checkpoint_id=initial.checkpoint_id,
-        details={"run_no": run_no, "workflow": valid.workflow, "request_id": ctx.request_id},
-        now_ms=now,
-    )
+        await events.record_many(conn, [queued_event(run_no, initial.checkpoint_id)])
     return {
         "thread_id": valid.thread_id,
         "status": JobStatus.QUEUED.value,

@@ -6,10 +6,11 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oris.store.dialect import insert_ignore
+from oris.store.dialect import insert_ignore, is_postgres
 from oris.store.records import (
     AttemptRecord,
     CheckpointRecord,
@@ -38,9 +39,51 @@ async def get_job(conn: AsyncConnection, thread_id: str, *, lock: bool = False) 
     return None if row is None else JobRecord.from_row(row)
 
 
-async def insert_job_if_absent(conn: AsyncConnection, values: dict[str, Any]) -> bool:
-    """Create a job row; False when the thread id already exists."""
-    return await insert_ignore(conn, jobs, values)
+async def insert_new_run(
+    conn: AsyncConnection,
+    *,
+    job: dict[str, Any],
+    checkpoint: dict[str, Any],
+    attempt: dict[str, Any],
+    events: Sequence[dict[str, Any]],
+) -> bool:
+    """A new thread: its job, start checkpoint, first attempt and timeline events, or nothing
+    when the thread id exists (False). One statement on PostgreSQL."""
+    if not is_postgres(conn):
+        if not await insert_ignore(conn, jobs, job):
+            return False
+        await conn.execute(checkpoints.insert().values(**checkpoint))
+        await conn.execute(attempts.insert().values(**attempt))
+        await add_events(conn, events)
+        return True
+    new_job = (
+        postgresql.insert(jobs)
+        .values(**job)
+        .on_conflict_do_nothing()
+        .returning(jobs.c.thread_id)
+        .cte("new_job")
+    )
+
+    def only_if_new(table: Table, row: dict[str, Any], name: str) -> Any:
+        columns = list(row)
+        values = [literal(row[column], type_=table.c[column].type) for column in columns]
+        return insert(table).from_select(columns, select(*values).select_from(new_job)).cte(name)
+
+    follow = [
+        only_if_new(checkpoints, checkpoint, "new_checkpoint"),
+        only_if_new(attempts, attempt, "new_attempt"),
+        *(
+            only_if_new(timeline_events, row, f"new_event_{index}")
+            for index, row in enumerate(event_rows(events))
+        ),
+    ]
+    statement = select(func.count()).select_from(new_job).add_cte(*follow)
+    return bool((await conn.execute(statement)).scalar_one())
+
+
+def new_checkpoint_id() -> str:
+    """A checkpoint id."""
+    return f"cp-{uuid.uuid4().hex}"
 
 
 async def update_job(conn: AsyncConnection, thread_id: str, values: dict[str, Any]) -> None:
@@ -171,21 +214,15 @@ async def insert_checkpoint(
     step: str | None,
     state: Any,
     now_ms: int,
-    first: bool = False,
 ) -> CheckpointRecord:
-    """Append a checkpoint to a thread; ``seq`` counts checkpoints of the thread from 0.
-
-    ``first`` says the thread was created in this transaction, so no lookup is needed.
-    """
-    seq = 0
-    if not first:
-        current = await conn.execute(
-            select(func.max(checkpoints.c.seq)).where(checkpoints.c.thread_id == thread_id)
-        )
-        top = current.scalar()
-        seq = 0 if top is None else int(top) + 1
+    """Append a checkpoint to a thread; ``seq`` counts checkpoints of the thread from 0."""
+    current = await conn.execute(
+        select(func.max(checkpoints.c.seq)).where(checkpoints.c.thread_id == thread_id)
+    )
+    top = current.scalar()
+    seq = 0 if top is None else int(top) + 1
     record = CheckpointRecord(
-        checkpoint_id=f"cp-{uuid.uuid4().hex}",
+        checkpoint_id=new_checkpoint_id(),
         thread_id=thread_id,
         attempt_id=attempt_id,
         seq=seq,
