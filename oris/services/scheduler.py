@@ -662,7 +662,7 @@ async def ack_many(rt: Runtime, worker_id: str, commands: list[AckCommand]) -> l
     """Acks of many attempts in one call; each gets its own answer or error.
 
     Plain ``completed`` acks of live leases (the common case) are applied together in one
-    transaction with one statement per table. Anything else (failures, interrupts, retry
+    transaction (one write statement on PostgreSQL). Anything else (failures, interrupts, retry
     policies, repeats, expired or foreign leases) goes through :func:`ack` one at a time, so
     it behaves exactly as the single-ack endpoint.
     """
