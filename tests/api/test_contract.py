@@ -162,3 +162,35 @@ async def test_every_endpoint_response_matches_the_contract(api: httpx.AsyncClie
     checked.add(("GET", "/metrics"))
     every = {(e["method"], e["path"]) for e in contract["endpoints"]}
     assert checked == every, every - checked
+
+
+async def test_batch_ack_items_carry_the_ack_response_of_the_contract(
+    api: httpx.AsyncClient,
+) -> None:
+    """``/acks`` is not upstream's, but each successful item is exactly an ``/ack`` answer."""
+    contract = _contract()
+    schema = _schema_for(contract, "POST", "/v1/workers/:worker_id/ack")
+    for index in range(3):
+        await ok(api, "POST", "/v1/jobs/run", {"thread_id": f"b{index}", "input": index})
+    leases = (await ok(api, "POST", "/v1/workers/poll", {"worker_id": "w", "limit": 3}))[
+        "dispatches"
+    ]
+    statuses = ["completed", "completed", "failed"]
+    response = await api.post(
+        "/v1/workers/w/acks",
+        json={
+            "acks": [
+                {"attempt_id": item["attempt_id"], "terminal_status": status}
+                for item, status in zip(leases, statuses, strict=True)
+            ]
+        },
+    )
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    results = payload["data"]["results"]
+    assert [r["ok"] for r in results] == [True, True, True]
+    for result in results:
+        envelope = {"meta": payload["meta"], "request_id": payload["request_id"], **result}
+        envelope.pop("ok")
+        envelope.pop("attempt_id")
+        jsonschema.validate(envelope, schema)
