@@ -623,6 +623,18 @@ async def ack(rt: Runtime, worker_id: str, command: AckCommand) -> dict[str, Any
         done = await _complete_many(rt, worker_id, [(0, command, ack_hash)])
         if done:
             return done[0]
+    return await _ack_one(rt, worker_id, command, policy, ack_hash)
+
+
+async def _ack_one(
+    rt: Runtime,
+    worker_id: str,
+    command: AckCommand,
+    policy: RetryPolicy | None,
+    ack_hash: str,
+) -> dict[str, Any]:
+    """Every kind of ack, repeats and fencing included, in a transaction of its own."""
+    assert command.attempt_id is not None
     async with rt.db.write() as conn:
         now = now_ms()
         attempt = await _require_attempt(conn, command.attempt_id, lock=True)
@@ -663,18 +675,19 @@ async def ack_many(rt: Runtime, worker_id: str, commands: list[AckCommand]) -> l
 
     Plain ``completed`` acks of live leases (the common case) are applied together in one
     transaction (one write statement on PostgreSQL). Anything else (failures, interrupts, retry
-    policies, repeats, expired or foreign leases) goes through :func:`ack` one at a time, so
-    it behaves exactly as the single-ack endpoint.
+    policies, repeats, expired or foreign leases) then goes through the single-ack code one
+    at a time, so it behaves exactly as the single-ack endpoint.
     """
     require_id("worker_id", worker_id)
     if not 1 <= len(commands) <= MAX_ACK_BATCH:
         raise InvalidArgument(f"acks must hold between 1 and {MAX_ACK_BATCH} items")
     results: dict[int, AckResult] = {}
+    checked: dict[int, tuple[RetryPolicy | None, str]] = {}
     batch: list[tuple[int, AckCommand, str]] = []
     seen: set[str] = set()
     for index, command in enumerate(commands):
         try:
-            policy, ack_hash = _check_ack(command)
+            policy, ack_hash = checked[index] = _check_ack(command)
         except OrisError as error:
             results[index] = (None, error)
             continue
@@ -689,7 +702,7 @@ async def ack_many(rt: Runtime, worker_id: str, commands: list[AckCommand]) -> l
         if index in results:
             continue
         try:
-            results[index] = (await ack(rt, worker_id, command), None)
+            results[index] = (await _ack_one(rt, worker_id, command, *checked[index]), None)
         except OrisError as error:
             results[index] = (None, error)
     return [results[index] for index in range(len(commands))]
@@ -699,7 +712,7 @@ async def _complete_many(
     rt: Runtime, worker_id: str, batch: list[tuple[int, AckCommand, str]]
 ) -> dict[int, dict[str, Any]]:
     """Complete the attempts whose live lease the worker holds; the others are left for
-    :func:`ack` to answer. Returns the responses by position in the request."""
+    :func:`_ack_one` to answer. Returns the responses by position in the request."""
     done: dict[int, dict[str, Any]] = {}
     async with rt.db.write() as conn:
         now = now_ms()
