@@ -50,21 +50,19 @@ async def record_many(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> 
 
 def note(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
     """Log transitions whose timeline rows were written by a batch statement, after commit."""
-    lines = []
-    for row in rows:
-        fields = {
-            "event": row["event_type"],
-            "thread_id": row["thread_id"],
-            "attempt_id": row.get("attempt_id"),
-            "worker_id": (row.get("details") or {}).get("worker_id"),
-        }
-        if row.get("checkpoint_id") is not None:
-            fields["checkpoint_id"] = row["checkpoint_id"]
-        lines.append(fields)
 
     def emit() -> None:
-        if log.isEnabledFor(logging.INFO):
-            for fields in lines:
-                log.info("transition", extra=fields)
+        if not log.isEnabledFor(logging.INFO):
+            return
+        for row in rows:
+            fields = {
+                "event": row["event_type"],
+                "thread_id": row["thread_id"],
+                "attempt_id": row.get("attempt_id"),
+                "worker_id": (row.get("details") or {}).get("worker_id"),
+            }
+            if row.get("checkpoint_id") is not None:
+                fields["checkpoint_id"] = row["checkpoint_id"]
+            log.info("transition", extra=fields)
 
     after_commit(conn, emit)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,29 +82,30 @@ async def database_gauges(rt: Runtime) -> DatabaseGauges:
         async with rt.db.read() as conn:
             return await dispatch_store.attempts_by_status(conn)
 
-    async def the_rest() -> DatabaseGauges:
-        async with rt.db.read() as conn:
-            dead_tuples, oldest = await health_store.postgres_table_health(conn)
-            return DatabaseGauges(
-                queue_depth=0,
-                dlq_depth=await dlq_store.count_by_replay_status(conn),
-                attempts_by_status={},
-                interrupts_pending=await health_store.interrupts_pending(conn),
-                active_leases_by_worker=await health_store.active_leases_by(conn, "worker_id", now),
-                active_leases_by_tenant=await health_store.active_leases_by(conn, "tenant_id", now),
-                stale_leases=await health_store.stale_leases(conn, now),
-                open_incidents=0 if await incident_store.current(conn) is None else 1,
-                workers_seen=await worker_store.count_since(conn, now - WORKERS_SEEN_WINDOW_MS),
-                table_dead_tuples=dead_tuples,
-                oldest_transaction_age_seconds=oldest,
-            )
-
     async with asyncio.TaskGroup() as group:
         queued = group.create_task(depth())
         statuses = group.create_task(by_status())
-        rest = group.create_task(the_rest())
-    return dataclasses.replace(
-        rest.result(), queue_depth=queued.result(), attempts_by_status=statuses.result()
+        async with rt.db.read() as conn:
+            dlq = await dlq_store.count_by_replay_status(conn)
+            pending = await health_store.interrupts_pending(conn)
+            by_worker = await health_store.active_leases_by(conn, "worker_id", now)
+            by_tenant = await health_store.active_leases_by(conn, "tenant_id", now)
+            stale = await health_store.stale_leases(conn, now)
+            dead_tuples, oldest = await health_store.postgres_table_health(conn)
+            open_incidents = 0 if await incident_store.current(conn) is None else 1
+            workers_seen = await worker_store.count_since(conn, now - WORKERS_SEEN_WINDOW_MS)
+    return DatabaseGauges(
+        queue_depth=queued.result(),
+        dlq_depth=dlq,
+        attempts_by_status=statuses.result(),
+        interrupts_pending=pending,
+        active_leases_by_worker=by_worker,
+        active_leases_by_tenant=by_tenant,
+        stale_leases=stale,
+        open_incidents=open_incidents,
+        workers_seen=workers_seen,
+        table_dead_tuples=dead_tuples,
+        oldest_transaction_age_seconds=oldest,
     )
 
 

@@ -211,13 +211,11 @@ async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[st
             )
             if stored is not None:
                 replayed = _replay_stored_run(valid, payload_hash, stored)
-                await audit.write(
+                await _audit_run(
                     conn,
                     ctx,
-                    action="job.run",
-                    resource_type="thread",
-                    resource_id=valid.thread_id,
-                    details={"idempotent_replay": True, "attempt_id": replayed.get("attempt_id")},
+                    valid.thread_id,
+                    {"idempotent_replay": True, "attempt_id": replayed.get("attempt_id")},
                 )
                 return replayed
         response = await _start_run(conn, ctx, valid, now)
@@ -226,19 +224,25 @@ async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[st
             await job_store.store_idempotent_response(conn, valid.idempotency_key, response)
         # Last statement before commit: the audit chain lock is held from here to the commit,
         # and every audited write in every replica waits for it.
-        await audit.write(
+        await _audit_run(
             conn,
             ctx,
-            action="job.run",
-            resource_type="thread",
-            resource_id=valid.thread_id,
-            details={
+            valid.thread_id,
+            {
                 "attempt_id": response["attempt_id"],
                 "run_no": response["run_no"],
                 "workflow": valid.workflow,
             },
         )
         return response
+
+
+async def _audit_run(
+    conn: AsyncConnection, ctx: RequestContext, thread_id: str, details: dict[str, Any]
+) -> None:
+    await audit.write(
+        conn, ctx, action="job.run", resource_type="thread", resource_id=thread_id, details=details
+    )
 
 
 def _replay_stored_run(

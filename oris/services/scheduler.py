@@ -612,12 +612,17 @@ def _check_ack(command: AckCommand) -> tuple[RetryPolicy | None, str]:
     return policy, ack_hash
 
 
+def _batchable(command: AckCommand, policy: RetryPolicy | None) -> bool:
+    """Whether an ack can take :func:`_complete_many` (a plain completion)."""
+    return command.terminal_status == "completed" and policy is None
+
+
 async def ack(rt: Runtime, worker_id: str, command: AckCommand) -> dict[str, Any]:
     """Finish the caller's lease: complete, cancel, interrupt, retry or dead-letter."""
     require_id("worker_id", worker_id)
     policy, ack_hash = _check_ack(command)
     assert command.attempt_id is not None
-    if command.terminal_status == "completed" and policy is None:
+    if _batchable(command, policy):
         # The common case takes the batch path (one statement on PostgreSQL); anything it
         # leaves (a repeat, a foreign or expired lease, an unknown attempt) is decided below.
         done = await _complete_many(rt, worker_id, [(0, command, ack_hash)])
@@ -692,7 +697,7 @@ async def ack_many(rt: Runtime, worker_id: str, commands: list[AckCommand]) -> l
             results[index] = (None, error)
             continue
         attempt_id = str(command.attempt_id)
-        if command.terminal_status == "completed" and policy is None and attempt_id not in seen:
+        if _batchable(command, policy) and attempt_id not in seen:
             seen.add(attempt_id)
             batch.append((index, command, ack_hash))
     if batch:
@@ -726,8 +731,8 @@ async def _complete_many(
             lease = live.get(str(command.attempt_id))
             if (
                 attempt is None
-                or not _owns(lease, worker_id, command.lease_id)
                 or lease is None
+                or not _owns(lease, worker_id, command.lease_id)
                 or lease.lease_expires_at_ms < now
             ):
                 continue

@@ -26,7 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1432,70 +1432,80 @@ class Bench:
             out["kill9"] = {"error": repr(error)}
         self.results["recovery"] = out
 
-    async def recovery_expiry(self, settings: Json, worker_extra: Json) -> Json:
-        cfg = self.cfg
-        name = await self.pg.create("recovery")
-        dsn = self.pg.dsn(name)
-        server = Server(f"serve-{name}", dsn, **settings)
+    @contextlib.asynccontextmanager
+    async def served(
+        self, label: str, **settings: Any
+    ) -> AsyncIterator[tuple[str, str, Server, asyncpg.Connection, Any]]:
+        """A fresh database with ``oris serve`` on it, a connection and a client; all removed
+        afterwards. Yields (database name, DSN, server, connection, client)."""
         from oris.client import OrisClient
         from oris.config import ClientSettings
 
-        samples: list[Json] = []
+        name = await self.pg.create(label)
+        dsn = self.pg.dsn(name)
+        server = Server(f"serve-{name}", dsn, **settings)
         try:
             await server.ready()
             conn = await self.pg.connect(name)
-            async with OrisClient(ClientSettings(server_url=server.url)) as client:
-                for round_no in range(cfg.recovery_rounds):
-                    ghost = f"bench-ghost-{round_no}"
-                    threads = [f"rec-{round_no}-{i}" for i in range(cfg.recovery_jobs_per_round)]
-                    for thread in threads:
-                        await client.run_job(thread, {"round": round_no})
-                    for _ in threads:  # staggered, so the leases expire at different moments
-                        await client.poll(ghost, limit=1, workflows=["echo"])
-                        await asyncio.sleep(0.3)
-                    worker = start_worker(
-                        f"worker-{name}-{round_no}", server, dsn, 4, **worker_extra
-                    )
-                    try:
+            try:
+                async with OrisClient(ClientSettings(server_url=server.url)) as client:
+                    yield name, dsn, server, conn, client
+            finally:
+                await conn.close()
+        finally:
+            server.stop()
+            await self.pg.drop(name)
 
-                        async def finished(threads: list[str] = threads) -> bool:
-                            done = await conn.fetchval(
-                                "SELECT count(*) FROM runtime_jobs WHERE status = 'completed' "
-                                "AND thread_id = ANY($1::text[])",
-                                threads,
-                            )
-                            return int(done) >= len(threads)
+    async def recovery_expiry(self, settings: Json, worker_extra: Json) -> Json:
+        cfg = self.cfg
+        samples: list[Json] = []
+        async with self.served("recovery", **settings) as (name, dsn, server, conn, client):
+            for round_no in range(cfg.recovery_rounds):
+                ghost = f"bench-ghost-{round_no}"
+                threads = [f"rec-{round_no}-{i}" for i in range(cfg.recovery_jobs_per_round)]
+                for thread in threads:
+                    await client.run_job(thread, {"round": round_no})
+                for _ in threads:  # staggered, so the leases expire at different moments
+                    await client.poll(ghost, limit=1, workflows=["echo"])
+                    await asyncio.sleep(0.3)
+                worker = start_worker(f"worker-{name}-{round_no}", server, dsn, 4, **worker_extra)
+                try:
 
-                        await wait_until(finished, 60.0, 0.1)
-                    finally:
-                        worker.stop()
-                    rows = await conn.fetch(
-                        """SELECT l.attempt_id, l.lease_expires_at_ms AS expired_at,
-                                  (SELECT min(created_at_ms) FROM runtime_timeline_events e
-                                    WHERE e.attempt_id = l.attempt_id
-                                      AND e.event_type = 'lease_expired') AS requeued_at,
-                                  (SELECT min(created_at_ms) FROM runtime_timeline_events e
-                                    WHERE e.attempt_id = l.attempt_id
-                                      AND e.event_type = 'attempt_recovered') AS redispatched_at
-                           FROM runtime_leases l WHERE l.worker_id = $1""",
-                        ghost,
-                    )
-                    for row in rows:
-                        if row["redispatched_at"] is None:
-                            samples.append({"attempt_id": row["attempt_id"], "recovered": False})
-                            continue
-                        samples.append(
-                            {
-                                "expiry_to_redispatch_ms": row["redispatched_at"]
-                                - row["expired_at"],
-                                "expiry_to_requeue_ms": (row["requeued_at"] or 0)
-                                - row["expired_at"],
-                                "requeue_to_redispatch_ms": row["redispatched_at"]
-                                - (row["requeued_at"] or 0),
-                            }
+                    async def finished(threads: list[str] = threads) -> bool:
+                        done = await conn.fetchval(
+                            "SELECT count(*) FROM runtime_jobs WHERE status = 'completed' "
+                            "AND thread_id = ANY($1::text[])",
+                            threads,
                         )
+                        return int(done) >= len(threads)
+
+                    await wait_until(finished, 60.0, 0.1)
+                finally:
+                    worker.stop()
+                rows = await conn.fetch(
+                    """SELECT l.attempt_id, l.lease_expires_at_ms AS expired_at,
+                              (SELECT min(created_at_ms) FROM runtime_timeline_events e
+                                WHERE e.attempt_id = l.attempt_id
+                                  AND e.event_type = 'lease_expired') AS requeued_at,
+                              (SELECT min(created_at_ms) FROM runtime_timeline_events e
+                                WHERE e.attempt_id = l.attempt_id
+                                  AND e.event_type = 'attempt_recovered') AS redispatched_at
+                       FROM runtime_leases l WHERE l.worker_id = $1""",
+                    ghost,
+                )
+                for row in rows:
+                    if row["redispatched_at"] is None:
+                        samples.append({"attempt_id": row["attempt_id"], "recovered": False})
+                        continue
+                    samples.append(
+                        {
+                            "expiry_to_redispatch_ms": row["redispatched_at"] - row["expired_at"],
+                            "expiry_to_requeue_ms": (row["requeued_at"] or 0) - row["expired_at"],
+                            "requeue_to_redispatch_ms": row["redispatched_at"]
+                            - (row["requeued_at"] or 0),
+                        }
+                    )
             metrics = parse_metrics(await server.metrics())
-            await conn.close()
             good = [s for s in samples if "expiry_to_redispatch_ms" in s]
             return {
                 "samples": len(samples),
@@ -1508,83 +1518,66 @@ class Bench:
                 ),
                 "worker_settings": worker_extra,
             }
-        finally:
-            server.stop()
-            await self.pg.drop(name)
 
     async def recovery_kill(self, settings: Json) -> Json:
         cfg = self.cfg
-        name = await self.pg.create("kill9")
-        dsn = self.pg.dsn(name)
-        server = Server(f"serve-{name}", dsn, **settings)
-        from oris.client import OrisClient
-        from oris.config import ClientSettings
-
         samples: list[Json] = []
-        try:
-            await server.ready()
-            conn = await self.pg.connect(name)
-            async with OrisClient(ClientSettings(server_url=server.url)) as client:
-                for sample in range(cfg.kill_samples):
-                    first = start_worker(f"worker-{name}-a{sample}", server, dsn, 1)
-                    second: Proc | None = None
-                    thread = f"kill-{sample}"
-                    try:
-                        await client.run_job(thread, {"ms": 60_000}, workflow="sleep")
+        async with self.served("kill9", **settings) as (name, dsn, server, conn, client):
+            for sample in range(cfg.kill_samples):
+                first = start_worker(f"worker-{name}-a{sample}", server, dsn, 1)
+                second: Proc | None = None
+                thread = f"kill-{sample}"
+                try:
+                    await client.run_job(thread, {"ms": 60_000}, workflow="sleep")
 
-                        async def leased_by(worker_id: str, thread: str = thread) -> bool:
-                            found = await conn.fetchval(
-                                "SELECT count(*) FROM runtime_leases l JOIN runtime_attempts a "
-                                "USING (attempt_id) WHERE a.run_id = $1 AND l.worker_id = $2",
-                                thread,
-                                worker_id,
-                            )
-                            return int(found) > 0
-
-                        id_a, id_b = f"worker-{name}-a{sample}", f"worker-{name}-b{sample}"
-                        await wait_until(functools.partial(leased_by, id_a), 30.0, 0.05)
-                        second = start_worker(id_b, server, dsn, 1)
-                        await asyncio.sleep(2.0)  # B is idle-polling by now
-                        killed_at = time.time()
-                        first.kill9()
-                        await wait_until(functools.partial(leased_by, id_b), 30.0, 0.02)
-                        row = await conn.fetchrow(
-                            """SELECT (SELECT max(l.lease_expires_at_ms) FROM runtime_leases l
-                                        JOIN runtime_attempts a USING (attempt_id)
-                                       WHERE a.run_id = $1 AND l.worker_id = $2) AS expired_at,
-                                      (SELECT min(l.acquired_at_ms) FROM runtime_leases l
-                                        JOIN runtime_attempts a USING (attempt_id)
-                                       WHERE a.run_id = $1 AND l.worker_id = $3) AS redispatched_at
-                            """,
+                    async def leased_by(worker_id: str, thread: str = thread) -> bool:
+                        found = await conn.fetchval(
+                            "SELECT count(*) FROM runtime_leases l JOIN runtime_attempts a "
+                            "USING (attempt_id) WHERE a.run_id = $1 AND l.worker_id = $2",
                             thread,
-                            f"worker-{name}-a{sample}",
-                            f"worker-{name}-b{sample}",
+                            worker_id,
                         )
-                        if row is not None and row["redispatched_at"] is not None:
-                            samples.append(
-                                {
-                                    "kill_to_redispatch_ms": row["redispatched_at"]
-                                    - killed_at * 1000,
-                                    "kill_to_lease_expiry_ms": row["expired_at"] - killed_at * 1000,
-                                }
-                            )
-                        with contextlib.suppress(Exception):
-                            await client.cancel_job(thread, "benchmark sample done")
-                    finally:
-                        if first.alive():
-                            first.stop()
-                        if second is not None:
-                            second.stop()
-            await conn.close()
+                        return int(found) > 0
+
+                    id_a, id_b = f"worker-{name}-a{sample}", f"worker-{name}-b{sample}"
+                    await wait_until(functools.partial(leased_by, id_a), 30.0, 0.05)
+                    second = start_worker(id_b, server, dsn, 1)
+                    await asyncio.sleep(2.0)  # B is idle-polling by now
+                    killed_at = time.time()
+                    first.kill9()
+                    await wait_until(functools.partial(leased_by, id_b), 30.0, 0.02)
+                    row = await conn.fetchrow(
+                        """SELECT (SELECT max(l.lease_expires_at_ms) FROM runtime_leases l
+                                    JOIN runtime_attempts a USING (attempt_id)
+                                   WHERE a.run_id = $1 AND l.worker_id = $2) AS expired_at,
+                                  (SELECT min(l.acquired_at_ms) FROM runtime_leases l
+                                    JOIN runtime_attempts a USING (attempt_id)
+                                   WHERE a.run_id = $1 AND l.worker_id = $3) AS redispatched_at
+                        """,
+                        thread,
+                        f"worker-{name}-a{sample}",
+                        f"worker-{name}-b{sample}",
+                    )
+                    if row is not None and row["redispatched_at"] is not None:
+                        samples.append(
+                            {
+                                "kill_to_redispatch_ms": row["redispatched_at"] - killed_at * 1000,
+                                "kill_to_lease_expiry_ms": row["expired_at"] - killed_at * 1000,
+                            }
+                        )
+                    with contextlib.suppress(Exception):
+                        await client.cancel_job(thread, "benchmark sample done")
+                finally:
+                    if first.alive():
+                        first.stop()
+                    if second is not None:
+                        second.stop()
             return {
                 "samples": len(samples),
                 "kill_to_redispatch_ms": dist([s["kill_to_redispatch_ms"] for s in samples]),
                 "kill_to_lease_expiry_ms": dist([s["kill_to_lease_expiry_ms"] for s in samples]),
                 "raw": samples,
             }
-        finally:
-            server.stop()
-            await self.pg.drop(name)
 
     # ------------------------------------------------------------------ depth
 
