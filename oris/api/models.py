@@ -78,17 +78,6 @@ class RejectInterruptBody(Body):
     reason: str | None = Field(default=None, max_length=2000)
 
 
-class PollBody(Body):
-    """``WorkerPollRequest`` plus ``workflows``."""
-
-    worker_id: str
-    limit: int | None = None
-    max_active_leases: int | None = None
-    tenant_max_active_leases: int | None = None
-    workflows: list[str] | None = None
-    wait_ms: int | None = None
-
-
 class HeartbeatBody(Body):
     """``WorkerHeartbeatRequest`` / ``WorkerExtendLeaseRequest``."""
 
@@ -148,6 +137,18 @@ class AckBatchItem(AckBody):
     """One ack of a batch; ``traceparent`` ties it to its job's trace."""
 
     traceparent: str | None = None
+
+
+class PollBody(Body):
+    """``WorkerPollRequest`` plus ``workflows``, ``wait_ms`` and the worker's finished ``acks``."""
+
+    worker_id: str
+    limit: int | None = None
+    max_active_leases: int | None = None
+    tenant_max_active_leases: int | None = None
+    workflows: list[str] | None = None
+    wait_ms: int | None = None
+    acks: list[AckBatchItem] | None = None
 
 
 class AckBatchBody(Body):

@@ -90,20 +90,74 @@ def _effective_limit(requested: int | None, ceiling: int) -> int:
     return min(max(requested, 1), ceiling)
 
 
+@dataclass(frozen=True, slots=True)
+class _PollPlan:
+    """A validated poll."""
+
+    worker_id: str
+    batch: int
+    worker_cap: int
+    tenant_cap: int
+    workflows: list[str] | None
+    wait_ms: int
+
+
+def _plan_poll(rt: Runtime, command: PollCommand) -> _PollPlan:
+    """Validate a poll before anything is read or written."""
+    worker_id = require_id("worker_id", command.worker_id)
+    if command.wait_ms is not None and not 0 <= command.wait_ms <= MAX_POLL_WAIT_MS:
+        raise InvalidArgument(f"wait_ms must be between 0 and {MAX_POLL_WAIT_MS}")
+    if command.limit is not None and command.limit < 0:
+        raise InvalidArgument("limit must be >= 0")
+    workflows = None
+    if command.workflows is not None:
+        workflows = [require_id("workflows[]", name) for name in command.workflows]
+        if not workflows:
+            raise InvalidArgument("workflows must not be empty when given")
+    settings = rt.settings
+    return _PollPlan(
+        worker_id=worker_id,
+        batch=min(max(command.limit or 1, 1), MAX_POLL_BATCH),
+        worker_cap=_effective_limit(
+            command.max_active_leases, settings.max_active_leases_per_worker
+        ),
+        tenant_cap=_effective_limit(
+            command.tenant_max_active_leases, settings.max_active_leases_per_tenant
+        ),
+        workflows=workflows,
+        wait_ms=command.wait_ms or 0,
+    )
+
+
 async def poll(rt: Runtime, command: PollCommand) -> dict[str, Any]:
     """Dispatch up to ``limit`` attempts, waiting up to ``wait_ms`` for work (always a 200).
 
     A long poll sleeps until a transaction that queued work commits (in this replica, or in any
     replica on PostgreSQL through NOTIFY) instead of making idle workers hammer the API.
     """
-    if command.wait_ms is not None and not 0 <= command.wait_ms <= MAX_POLL_WAIT_MS:
-        raise InvalidArgument(f"wait_ms must be between 0 and {MAX_POLL_WAIT_MS}")
-    if not command.wait_ms:
-        return await _poll_once(rt, command)
-    deadline = time.monotonic() + command.wait_ms / 1000
+    return await _poll(rt, _plan_poll(rt, command))
+
+
+async def ack_and_poll(
+    rt: Runtime, command: PollCommand, acks: list[AckCommand]
+) -> tuple[dict[str, Any], list[AckResult]]:
+    """Apply a worker's acks, then poll: the acks' leases no longer count against its cap.
+
+    The poll is validated first, so a poll that would be refused applies no ack. Each ack is
+    answered exactly as ``/acks`` would answer it.
+    """
+    plan = _plan_poll(rt, command)
+    answers = await ack_many(rt, plan.worker_id, acks) if acks else []
+    return await _poll(rt, plan), answers
+
+
+async def _poll(rt: Runtime, plan: _PollPlan) -> dict[str, Any]:
+    if not plan.wait_ms:
+        return await _poll_once(rt, plan)
+    deadline = time.monotonic() + plan.wait_ms / 1000
     while True:
         waiter = await rt.db.work.arm()
-        answer = await _poll_once(rt, command)
+        answer = await _poll_once(rt, plan)
         remaining = deadline - time.monotonic()
         if answer["decision"] == "dispatched" or remaining <= 0:
             await rt.db.work.wait(waiter, 0)
@@ -113,23 +167,12 @@ async def poll(rt: Runtime, command: PollCommand) -> dict[str, Any]:
         await rt.db.work.wait(waiter, min(remaining, LONG_POLL_RECHECK_SECONDS))
 
 
-async def _poll_once(rt: Runtime, command: PollCommand) -> dict[str, Any]:
+async def _poll_once(rt: Runtime, plan: _PollPlan) -> dict[str, Any]:
     """One claim pass."""
     started = time.perf_counter()
-    worker_id = require_id("worker_id", command.worker_id)
-    if command.limit is not None and command.limit < 0:
-        raise InvalidArgument("limit must be >= 0")
-    batch = min(max(command.limit or 1, 1), MAX_POLL_BATCH)
+    worker_id, batch, workflows = plan.worker_id, plan.batch, plan.workflows
+    worker_cap, tenant_cap = plan.worker_cap, plan.tenant_cap
     settings = rt.settings
-    worker_cap = _effective_limit(command.max_active_leases, settings.max_active_leases_per_worker)
-    tenant_cap = _effective_limit(
-        command.tenant_max_active_leases, settings.max_active_leases_per_tenant
-    )
-    workflows = None
-    if command.workflows is not None:
-        workflows = [require_id("workflows[]", name) for name in command.workflows]
-        if not workflows:
-            raise InvalidArgument("workflows must not be empty when given")
     ttl_ms = int(settings.lease_ttl_seconds * 1000)
     async with rt.db.write() as conn:
         now = now_ms()

@@ -16,7 +16,7 @@ import httpx
 
 from oris.client.http import ApiError, OrisClient, ServerUnreachable
 from oris.config import WorkerSettings
-from oris.worker.acks import AckBatcher
+from oris.worker.acks import AckBatcher, PendingAck
 from oris.worker.attempt import Attempt
 from oris.worker.backoff import Backoff
 from oris.worker.dispatch import Dispatch
@@ -102,18 +102,34 @@ class Worker:
         log.info("worker stopped", extra={"worker_id": self.worker_id})
 
     async def _poll_until_stopped(self, client: OrisClient) -> None:
+        acks = self._acks
+        assert acks is not None
         max_interval = self.settings.worker_poll_max_interval_seconds
         idle = Backoff(POLL_MIN_INTERVAL_SECONDS, max_interval)
         errors = Backoff(POLL_ERROR_INITIAL_SECONDS, max_interval)
         workflows = self.registry.names()
         while not self._stopping.is_set():
+            carried: list[PendingAck] = []
             free = self.settings.worker_concurrency - len(self._attempts)
             if free <= 0:
+                # Every slot is busy: wait for one, and take the acks of the attempts that
+                # finish meanwhile along with the next poll.
                 self._slot_freed.clear()
-                await self._slot_freed.wait()
-                continue
+                if acks.carries:
+                    acks.hold(self._slot_freed.set)
+                try:
+                    await self._slot_freed.wait()
+                    if self._stopping.is_set():
+                        return
+                    if acks.carries:
+                        carried = await acks.collect()
+                finally:
+                    acks.release()
+                free = self.settings.worker_concurrency - len(self._attempts) + len(carried)
+                if free <= 0:
+                    continue
             try:
-                data = await self._long_poll(client, free, workflows)
+                data = await self._long_poll(client, free, workflows, carried)
             except _Stopped:
                 return
             except ApiError as error:
@@ -137,12 +153,15 @@ class Worker:
                 await self._pause(errors.next_delay())
                 continue
             if not isinstance(data, dict):
+                acks.send_again(carried)
                 log.warning(
                     "poll answer is not an object; will try again",
                     extra={"worker_id": self.worker_id, "answer": repr(data)[:200]},
                 )
                 await self._pause(errors.next_delay())
                 continue
+            if carried:
+                acks.carried(carried, data)
             errors.reset()
             dispatches = data.get("dispatches") or []
             if data.get("decision") == "dispatched" and dispatches:
@@ -155,23 +174,37 @@ class Worker:
                     extra={"worker_id": self.worker_id, "reason": data.get("reason")},
                 )
                 await self._pause(idle.next_delay())
-            elif self.settings.worker_poll_wait_ms > 0:
-                # The server already waited for work; ask again at once.
+            elif self.settings.worker_poll_wait_ms > 0 or carried:
+                # The server already waited for work, or the poll only carried acks and did
+                # not wait: ask again at once.
                 idle.reset()
             else:
                 await self._pause(idle.next_delay())
 
-    async def _long_poll(self, client: OrisClient, free: int, workflows: list[str]) -> Any:
-        """One poll that waits server-side for work; abandoned as soon as shutdown starts."""
-        wait_ms = self.settings.worker_poll_wait_ms or None
+    async def _long_poll(
+        self, client: OrisClient, free: int, workflows: list[str], carried: list[PendingAck]
+    ) -> Any:
+        """One poll that waits server-side for work; abandoned as soon as shutdown starts.
+
+        A poll carrying acks does not wait (their attempts are waiting for the answers); should
+        it fail, the acks are sent again on their own, where a repeat is answered as the first.
+        """
+        wait_ms = None if carried else self.settings.worker_poll_wait_ms or None
+        acks = [pending.wire() for pending in carried] or None
         poll = asyncio.ensure_future(
-            client.poll(self.worker_id, limit=free, workflows=workflows, wait_ms=wait_ms)
+            client.poll(self.worker_id, limit=free, workflows=workflows, wait_ms=wait_ms, acks=acks)
         )
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            poll.cancel()
+            raise
         finally:
             stopping.cancel()
+            if carried and not (poll.done() and not poll.cancelled() and poll.exception() is None):
+                assert self._acks is not None
+                self._acks.send_again(carried)
         if poll.done():
             return poll.result()
         # Shutting down while the server waits for work: give up the poll. Should it have

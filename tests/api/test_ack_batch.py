@@ -98,3 +98,71 @@ async def test_batch_size_and_body_are_validated(api: httpx.AsyncClient) -> None
     await fails(api, "POST", "/v1/workers/w/acks", 400, {"acks": "nope"})
     await fails(api, "POST", "/v1/workers/w/acks", 400, {})
     await fails(api, "POST", "/v1/workers/%20/acks", 400, {"acks": [item]})
+
+
+async def test_a_poll_carries_acks_and_their_leases_stop_counting(api: httpx.AsyncClient) -> None:
+    for index in range(4):
+        await run(api, f"c-{index}", workflow="echo", input={"n": index})
+    first = (await poll(api, "wc", limit=2, max_active_leases=2))["dispatches"]
+    assert len(first) == 2
+    full = await poll(api, "wc", limit=2, max_active_leases=2)
+    assert full["decision"] == "backpressure"
+    assert "acks" not in full
+    # Both acks are applied before the claim: the cap of 2 has room for the next two jobs.
+    data = await poll(
+        api,
+        "wc",
+        limit=2,
+        max_active_leases=2,
+        acks=[completed(d, output={"done": d["thread_id"]}) for d in first],
+    )
+    assert data["decision"] == "dispatched"
+    assert len(data["dispatches"]) == 2
+    assert [r["attempt_id"] for r in data["acks"]] == [d["attempt_id"] for d in first]
+    assert all(r["ok"] and r["data"]["status"] == "completed" for r in data["acks"])
+    for lease in first:
+        job = await ok(api, "GET", f"/v1/jobs/{lease['thread_id']}")
+        assert job["status"] == "completed"
+        assert job["output"] == {"done": lease["thread_id"]}
+    # Each item is answered as /acks answers it: a repeat from the stored ack, a foreign
+    # lease refused on its own, and the poll still runs.
+    second = data["dispatches"]
+    mixed = await poll(
+        api,
+        "wc",
+        acks=[
+            completed(first[0], output={"done": first[0]["thread_id"]}),
+            {**completed(second[0]), "lease_id": "lease-not-mine"},
+            completed(second[1]),
+        ],
+    )
+    assert [r["ok"] for r in mixed["acks"]] == [True, False, True]
+    assert mixed["acks"][0] == data["acks"][0]
+    assert mixed["acks"][1]["status"] == 409
+    assert mixed["decision"] == "noop"
+    assert mixed["worker_active_leases"] == 1
+    assert (await poll(api, "wc", acks=[]))["acks"] == []
+
+
+async def test_a_refused_poll_applies_none_of_its_acks(api: httpx.AsyncClient) -> None:
+    await run(api, "r-0")
+    (lease,) = (await poll(api, "wr"))["dispatches"]
+    for bad in ({"wait_ms": -1}, {"workflows": []}, {"limit": -1}, {"acks": "nope"}):
+        await fails(
+            api,
+            "POST",
+            "/v1/workers/poll",
+            400,
+            {"worker_id": "wr", "acks": [completed(lease)], **bad},
+        )
+    await fails(
+        api,
+        "POST",
+        "/v1/workers/poll",
+        400,
+        {"worker_id": "wr", "acks": [completed(lease)] * 101},
+    )
+    assert (await ok(api, "GET", f"/v1/jobs/{lease['thread_id']}"))["status"] == "running"
+    carried = await poll(api, "wr", acks=[completed(lease)])
+    assert carried["acks"][0]["ok"] is True
+    assert (await ok(api, "GET", f"/v1/jobs/{lease['thread_id']}"))["status"] == "completed"

@@ -49,6 +49,7 @@ class FakeServer:
         self.calls: list[tuple[str, Any]] = []
         self.failing: dict[str, list[int]] = {}
         self.polled_workflows: list[list[str]] = []
+        self.poll_carries = True  # False: a server that ignores acks in a poll
 
     def fail(self, endpoint: str, *statuses: int) -> None:
         """Answer the next calls to ``endpoint`` with these errors (or ``UNREACHABLE``), in order."""
@@ -73,9 +74,13 @@ class FakeServer:
             )
         if endpoint == "poll":
             self.polled_workflows.append(body["workflows"])
+            answers = None
+            if "acks" in body and self.poll_carries:
+                answers = [self.batch_item(item) for item in body["acks"]]
             batch, self.queue = self.queue[: body["limit"]], self.queue[body["limit"] :]
             decision = "dispatched" if batch else "noop"
-            return self.ok({"decision": decision, "dispatches": batch})
+            data = {"decision": decision, "dispatches": batch}
+            return self.ok(data if answers is None else {**data, "acks": answers})
         if endpoint == "report-step":
             return self.ok({"status": "reported", "checkpoint_id": f"cp-{len(self.calls)}"})
         if endpoint == "ack":
@@ -301,6 +306,7 @@ def test_a_worker_needs_at_least_one_workflow() -> None:
 async def test_acks_that_pile_up_travel_in_one_request() -> None:
     items = [dict(dispatch("echo", n), attempt_id=f"a-{n}", lease_id=f"l-{n}") for n in range(6)]
     server = FakeServer(*items)
+    server.poll_carries = False
     await run_until(make_worker(server, worker_concurrency=6), lambda: len(server.sent("ack")) == 6)
     assert sorted(a["attempt_id"] for a in server.sent("ack")) == [f"a-{n}" for n in range(6)]
     assert all(a["lease_id"] == "l-" + a["attempt_id"][2:] for a in server.sent("ack"))
@@ -312,7 +318,59 @@ async def test_acks_that_pile_up_travel_in_one_request() -> None:
 async def test_a_server_without_batch_acks_gets_single_acks() -> None:
     items = [dict(dispatch("echo", n), attempt_id=f"a-{n}", lease_id=f"l-{n}") for n in range(6)]
     server = FakeServer(*items)
+    server.poll_carries = False
     server.fail("acks", 404)
     await run_until(make_worker(server, worker_concurrency=6), lambda: len(server.sent("ack")) == 6)
     assert len(server.sent("acks")) == 1  # tried once, then never again
     assert sorted(a["attempt_id"] for a in server.sent("ack")) == [f"a-{n}" for n in range(6)]
+
+
+def carried_acks(server: FakeServer) -> list[dict[str, Any]]:
+    return [item for poll in server.sent("poll") for item in poll.get("acks", [])]
+
+
+async def test_a_busy_worker_sends_its_acks_with_the_next_poll() -> None:
+    items = [
+        dict(dispatch("echo", n), attempt_id=f"a-{n}", lease_id=f"l-{n}", trace={})
+        for n in range(9)
+    ]
+    server = FakeServer(*items)
+    await run_until(make_worker(server, worker_concurrency=3), lambda: len(server.sent("ack")) == 9)
+    assert sorted(a["attempt_id"] for a in server.sent("ack")) == [f"a-{n}" for n in range(9)]
+    # Every slot was busy after each poll, so each round's acks rode on the next poll, which
+    # asked for their slots too; nothing went to /ack or /acks.
+    assert [a["attempt_id"] for a in carried_acks(server)] == [f"a-{n}" for n in range(9)]
+    polls = server.sent("poll")
+    assert [len(p.get("acks", [])) for p in polls[:4]] == [0, 3, 3, 3]
+    assert [p["limit"] for p in polls[:4]] == [3, 3, 3, 3]
+    assert all("wait_ms" not in p for p in polls if p.get("acks"))
+    assert server.sent("acks") == []
+    assert [name for name, _ in server.calls].count("ack") == 9
+
+
+async def test_a_server_that_ignores_acks_in_polls_gets_them_again() -> None:
+    items = [dict(dispatch("echo", n), attempt_id=f"a-{n}", lease_id=f"l-{n}") for n in range(6)]
+    server = FakeServer(*items)
+    server.poll_carries = False
+    await run_until(make_worker(server, worker_concurrency=2), lambda: len(server.sent("ack")) == 6)
+    assert sorted(a["attempt_id"] for a in server.sent("ack")) == [f"a-{n}" for n in range(6)]
+    assert len(carried_acks(server)) == 2  # one poll tried, then never again
+
+
+@pytest.mark.parametrize("failure", [503, UNREACHABLE])
+async def test_acks_of_a_failed_poll_are_sent_on_their_own(failure: int) -> None:
+    items = [
+        dict(dispatch("sleep", {"ms": 100}), attempt_id=f"a-{n}", lease_id=f"l-{n}")
+        for n in range(2)
+    ]
+    server = FakeServer(*items)
+    worker = make_worker(server, worker_concurrency=2)
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: len(server.sent("poll")) >= 1)
+    server.fail("poll", failure)  # the next poll, which carries both acks
+    await eventually(lambda: len(server.sent("ack")) == 2)
+    await eventually(lambda: worker.active_attempts == 0)
+    worker.shutdown()
+    await asyncio.wait_for(task, 10)
+    assert len(server.sent("poll")[1]["acks"]) == 2  # the failed poll carried them
+    assert sorted(a["attempt_id"] for a in server.sent("ack")) == ["a-0", "a-1"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from starlette.requests import Request
@@ -11,7 +11,14 @@ from starlette.responses import Response
 from oris.api.auth import authorize_worker_id
 from oris.api.deps import caller, json_body, runtime
 from oris.api.envelope import STATUS_BY_CODE, ok
-from oris.api.models import AckBatchBody, AckBody, HeartbeatBody, PollBody, ReportStepBody
+from oris.api.models import (
+    AckBatchBody,
+    AckBatchItem,
+    AckBody,
+    HeartbeatBody,
+    PollBody,
+    ReportStepBody,
+)
 from oris.observability.tracing import SpanRecorder
 from oris.services import scheduler
 from oris.services.context import RequestContext
@@ -24,9 +31,16 @@ Rt = Annotated[Runtime, Depends(runtime)]
 
 @router.post("/poll")
 async def poll(
-    rt: Rt, ctx: Ctx, body: Annotated[PollBody, Depends(json_body(PollBody))]
+    request: Request,
+    rt: Rt,
+    ctx: Ctx,
+    body: Annotated[PollBody, Depends(json_body(PollBody))],
 ) -> Response:
-    """Lease work: ``dispatched``, ``noop`` or ``backpressure`` (always 200)."""
+    """Lease work: ``dispatched``, ``noop`` or ``backpressure`` (always 200).
+
+    ``acks`` (an extension) are applied first and answered in ``data.acks``, one result per
+    ack as ``/acks`` answers them: a worker's finished attempts and its next poll in one trip.
+    """
     authorize_worker_id(ctx.actor, body.worker_id)
     command = scheduler.PollCommand(
         worker_id=body.worker_id,
@@ -36,7 +50,13 @@ async def poll(
         workflows=body.workflows,
         wait_ms=body.wait_ms,
     )
-    return ok(ctx.request_id, await scheduler.poll(rt, command))
+    if body.acks is None:
+        return ok(ctx.request_id, await scheduler.poll(rt, command))
+    data, answers = await scheduler.ack_and_poll(
+        rt, command, [_ack_command(item) for item in body.acks]
+    )
+    data["acks"] = _ack_results(request, ctx, body.worker_id, body.acks, answers)
+    return ok(ctx.request_id, data)
 
 
 @router.post("/{worker_id}/heartbeat")
@@ -95,9 +115,22 @@ async def ack_batch(
     """Many acks at once; each item is answered like ``/ack`` would answer it, in order."""
     authorize_worker_id(ctx.actor, worker_id)
     answers = await scheduler.ack_many(rt, worker_id, [_ack_command(item) for item in body.acks])
-    results = []
+    return ok(
+        ctx.request_id, {"results": _ack_results(request, ctx, worker_id, body.acks, answers)}
+    )
+
+
+def _ack_results(
+    request: Request,
+    ctx: RequestContext,
+    worker_id: str,
+    items: list[AckBatchItem],
+    answers: list[scheduler.AckResult],
+) -> list[dict[str, Any]]:
+    """One ``{attempt_id, ok, data}`` or ``{attempt_id, ok, status, error}`` per ack, in order."""
+    results: list[dict[str, Any]] = []
     tracing: SpanRecorder = request.app.state.tracing
-    for item, (data, error) in zip(body.acks, answers, strict=True):
+    for item, (data, error) in zip(items, answers, strict=True):
         if item.traceparent:
             # Each traced ack shows in its job's trace, as a single /ack would.
             with tracing.span("POST /v1/workers/{worker_id}/acks item", item.traceparent) as span:
@@ -127,7 +160,7 @@ async def ack_batch(
                     },
                 }
             )
-    return ok(ctx.request_id, {"results": results})
+    return results
 
 
 def _ack_command(body: AckBody) -> scheduler.AckCommand:
