@@ -147,7 +147,13 @@ async def test_a_poll_carries_acks_and_their_leases_stop_counting(api: httpx.Asy
 async def test_a_refused_poll_applies_none_of_its_acks(api: httpx.AsyncClient) -> None:
     await run(api, "r-0")
     (lease,) = (await poll(api, "wr"))["dispatches"]
-    for bad in ({"wait_ms": -1}, {"workflows": []}, {"limit": -1}, {"acks": "nope"}):
+    refused: list[dict[str, Any]] = [
+        {"wait_ms": -1},
+        {"workflows": []},
+        {"limit": -1},
+        {"acks": "nope"},
+    ]
+    for bad in refused:
         await fails(
             api,
             "POST",
