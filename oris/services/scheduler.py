@@ -147,8 +147,24 @@ async def ack_and_poll(
     answered exactly as ``/acks`` would answer it.
     """
     plan = _plan_poll(rt, command)
-    answers = await ack_many(rt, plan.worker_id, acks) if acks else []
-    return await _poll(rt, plan), answers
+    if not acks:
+        return await _poll(rt, plan), []
+    sorted_acks = _sort_acks(acks)
+    if plan.wait_ms or len(sorted_acks.batch) < len(acks):
+        # Anything but plain completions, or a poll that may wait: as /acks, then the poll.
+        if sorted_acks.batch:
+            sorted_acks.answered(await _complete_many(rt, plan.worker_id, sorted_acks.batch))
+        answers = await _answer_rest(rt, plan.worker_id, acks, sorted_acks)
+        return await _poll(rt, plan), answers
+    # The common case: the completions and the claim share one transaction (one commit).
+    started = time.perf_counter()
+    async with rt.db.write() as conn:
+        done = await _complete_in(conn, rt, plan.worker_id, sorted_acks.batch)
+        answer, recoveries = await _claim_for(conn, rt, plan)
+    _count_completed(rt, done)
+    _count_dispatched(rt, started, recoveries)
+    sorted_acks.answered(done)
+    return answer, await _answer_rest(rt, plan.worker_id, acks, sorted_acks)
 
 
 async def _poll(rt: Runtime, plan: _PollPlan) -> dict[str, Any]:
@@ -168,58 +184,74 @@ async def _poll(rt: Runtime, plan: _PollPlan) -> dict[str, Any]:
 
 
 async def _poll_once(rt: Runtime, plan: _PollPlan) -> dict[str, Any]:
-    """One claim pass."""
+    """One claim pass in a transaction of its own."""
     started = time.perf_counter()
+    async with rt.db.write() as conn:
+        answer, recoveries = await _claim_for(conn, rt, plan)
+    _count_dispatched(rt, started, recoveries)
+    return answer
+
+
+def _count_dispatched(rt: Runtime, started: float, recoveries: list[float | None]) -> None:
+    """Dispatch metrics, once the leases are committed."""
+    latency_ms = (time.perf_counter() - started) * 1000
+    for recovery_ms in recoveries:
+        rt.metrics.dispatched(latency_ms, recovery_ms)
+
+
+async def _claim_for(
+    conn: AsyncConnection, rt: Runtime, plan: _PollPlan
+) -> tuple[dict[str, Any], list[float | None]]:
+    """A poll's answer and, for each dispatch, how long its attempt waited to be recovered."""
     worker_id, batch, workflows = plan.worker_id, plan.batch, plan.workflows
     worker_cap, tenant_cap = plan.worker_cap, plan.tenant_cap
-    settings = rt.settings
-    ttl_ms = int(settings.lease_ttl_seconds * 1000)
-    async with rt.db.write() as conn:
-        now = now_ms()
-        await _note_worker(conn, rt, worker_id, now)
-        active, tenant_active = await lease_store.active_counts(conn, worker_id, now)
-        if active >= worker_cap:
-            rt.metrics.backpressured("worker_limit")
-            return _poll_response(
-                "backpressure",
-                reason="worker_limit",
-                worker_active_leases=active,
-                worker_limit=worker_cap,
-                dispatches=[],
-            )
-        slots = min(batch, worker_cap - active)
-        dispatched = await _claim(
-            conn, rt, worker_id, slots, tenant_cap, tenant_active, workflows, now, ttl_ms
+    ttl_ms = int(rt.settings.lease_ttl_seconds * 1000)
+    now = now_ms()
+    await _note_worker(conn, rt, worker_id, now)
+    active, tenant_active = await lease_store.active_counts(conn, worker_id, now)
+    if active >= worker_cap:
+        rt.metrics.backpressured("worker_limit")
+        answer = _poll_response(
+            "backpressure",
+            reason="worker_limit",
+            worker_active_leases=active,
+            worker_limit=worker_cap,
+            dispatches=[],
         )
-        if not dispatched:
-            throttled = [t for t, n in tenant_active.items() if n >= tenant_cap]
-            waiting = await dispatch_store.first_waiting_tenant(
-                conn, now_ms=now, tenants=throttled, workflows=workflows
-            )
-            if waiting is not None:
-                rt.metrics.backpressured("tenant_limit")
-                return _poll_response(
-                    "backpressure",
-                    reason="tenant_limit",
-                    worker_active_leases=active,
-                    worker_limit=worker_cap,
-                    tenant_id=waiting,
-                    tenant_active_leases=tenant_active.get(waiting, 0),
-                    tenant_limit=tenant_cap,
-                    dispatches=[],
-                )
-            return _poll_response(
-                "noop",
+        return answer, []
+    slots = min(batch, worker_cap - active)
+    dispatched = await _claim(
+        conn, rt, worker_id, slots, tenant_cap, tenant_active, workflows, now, ttl_ms
+    )
+    if not dispatched:
+        throttled = [t for t, n in tenant_active.items() if n >= tenant_cap]
+        waiting = await dispatch_store.first_waiting_tenant(
+            conn, now_ms=now, tenants=throttled, workflows=workflows
+        )
+        if waiting is not None:
+            rt.metrics.backpressured("tenant_limit")
+            answer = _poll_response(
+                "backpressure",
+                reason="tenant_limit",
                 worker_active_leases=active,
                 worker_limit=worker_cap,
+                tenant_id=waiting,
+                tenant_active_leases=tenant_active.get(waiting, 0),
                 tenant_limit=tenant_cap,
                 dispatches=[],
             )
-    latency_ms = (time.perf_counter() - started) * 1000
-    for item in dispatched:
-        rt.metrics.dispatched(latency_ms, item.pop("_recovery_ms"))
+            return answer, []
+        answer = _poll_response(
+            "noop",
+            worker_active_leases=active,
+            worker_limit=worker_cap,
+            tenant_limit=tenant_cap,
+            dispatches=[],
+        )
+        return answer, []
+    recoveries = [item.pop("_recovery_ms") for item in dispatched]
     first = dispatched[0]
-    return _poll_response(
+    answer = _poll_response(
         "dispatched",
         attempt_id=first["attempt_id"],
         lease_id=first["lease_id"],
@@ -233,6 +265,7 @@ async def _poll_once(rt: Runtime, plan: _PollPlan) -> dict[str, Any]:
         **{k: v for k, v in first.items() if k not in _POLL_KEYS},
         dispatches=dispatched,
     )
+    return answer, recoveries
 
 
 async def _note_worker(conn: AsyncConnection, rt: Runtime, worker_id: str, now: int) -> None:
@@ -727,30 +760,55 @@ async def ack_many(rt: Runtime, worker_id: str, commands: list[AckCommand]) -> l
     at a time, so it behaves exactly as the single-ack endpoint.
     """
     require_id("worker_id", worker_id)
+    sorted_acks = _sort_acks(commands)
+    if sorted_acks.batch:
+        done = await _complete_many(rt, worker_id, sorted_acks.batch)
+        sorted_acks.answered(done)
+    return await _answer_rest(rt, worker_id, commands, sorted_acks)
+
+
+@dataclass(slots=True)
+class _SortedAcks:
+    """Acks checked and split into the batch path and the rest, with the answers so far."""
+
+    results: dict[int, AckResult]
+    checked: dict[int, tuple[RetryPolicy | None, str]]
+    batch: list[tuple[int, AckCommand, str]]
+
+    def answered(self, done: dict[int, dict[str, Any]]) -> None:
+        for index, response in done.items():
+            self.results[index] = (response, None)
+
+
+def _sort_acks(commands: list[AckCommand]) -> _SortedAcks:
     if not 1 <= len(commands) <= MAX_ACK_BATCH:
         raise InvalidArgument(f"acks must hold between 1 and {MAX_ACK_BATCH} items")
-    results: dict[int, AckResult] = {}
-    checked: dict[int, tuple[RetryPolicy | None, str]] = {}
-    batch: list[tuple[int, AckCommand, str]] = []
+    sorted_acks = _SortedAcks({}, {}, [])
     seen: set[str] = set()
     for index, command in enumerate(commands):
         try:
-            policy, ack_hash = checked[index] = _check_ack(command)
+            policy, ack_hash = sorted_acks.checked[index] = _check_ack(command)
         except OrisError as error:
-            results[index] = (None, error)
+            sorted_acks.results[index] = (None, error)
             continue
         attempt_id = str(command.attempt_id)
         if _batchable(command, policy) and attempt_id not in seen:
             seen.add(attempt_id)
-            batch.append((index, command, ack_hash))
-    if batch:
-        for index, response in (await _complete_many(rt, worker_id, batch)).items():
-            results[index] = (response, None)
+            sorted_acks.batch.append((index, command, ack_hash))
+    return sorted_acks
+
+
+async def _answer_rest(
+    rt: Runtime, worker_id: str, commands: list[AckCommand], sorted_acks: _SortedAcks
+) -> list[AckResult]:
+    """Answer what the batch path left through the single-ack code; all answers in order."""
+    results = sorted_acks.results
     for index, command in enumerate(commands):
         if index in results:
             continue
         try:
-            results[index] = (await _ack_one(rt, worker_id, command, *checked[index]), None)
+            answer = await _ack_one(rt, worker_id, command, *sorted_acks.checked[index])
+            results[index] = (answer, None)
         except OrisError as error:
             results[index] = (None, error)
     return [results[index] for index in range(len(commands))]
@@ -761,62 +819,74 @@ async def _complete_many(
 ) -> dict[int, dict[str, Any]]:
     """Complete the attempts whose live lease the worker holds; the others are left for
     :func:`_ack_one` to answer. Returns the responses by position in the request."""
-    done: dict[int, dict[str, Any]] = {}
     async with rt.db.write() as conn:
-        now = now_ms()
-        ids = [str(command.attempt_id) for _, command, _ in batch]
-        found = await job_store.get_attempts(conn, ids, lock=True)
-        live = await lease_store.lock_active_for_attempts(conn, ids)
-        completions: list[batch_store.Completion] = []
-        transitions: list[dict[str, Any]] = []
-        for index, command, ack_hash in batch:
-            attempt = found.get(str(command.attempt_id))
-            lease = live.get(str(command.attempt_id))
-            if (
-                attempt is None
-                or lease is None
-                or not _owns(lease, worker_id, command.lease_id)
-                or lease.lease_expires_at_ms < now
-            ):
-                continue
-            trace_values, trace = _next_trace(attempt)
-            error = None if command.error is None else dump_json(command.error)
-            response = {
-                "attempt_id": attempt.attempt_id,
-                "next_retry_at": None,
-                "next_attempt_no": attempt.attempt_no,
-                "status": AttemptStatus.COMPLETED.value,
-                "trace": trace,
-            }
-            completions.append(
-                batch_store.Completion(
-                    attempt_id=attempt.attempt_id,
-                    thread_id=attempt.run_id,
-                    lease_id=lease.lease_id,
-                    new_lease_version=lease.version + 1,
-                    output_json=None if command.output is None else dump_json(command.output),
-                    job_output_json=dump_json(command.output),
-                    error_json=error,
-                    parent_span_id=trace_values.get("trace_parent_span_id"),
-                    span_id=trace_values.get("trace_span_id"),
-                    ack_hash=ack_hash,
-                    response_json=dump_json(response),
-                )
-            )
-            transitions.append(
-                {
-                    "thread_id": attempt.run_id,
-                    "event_type": "attempt_completed",
-                    "attempt_id": attempt.attempt_id,
-                    "details": {"worker_id": worker_id},
-                    "now_ms": now,
-                }
-            )
-            done[index] = response
-        await batch_store.complete_attempts(conn, completions, now_ms=now, events=transitions)
-        events.note(conn, transitions)
+        done = await _complete_in(conn, rt, worker_id, batch)
+    _count_completed(rt, done)
+    return done
+
+
+def _count_completed(rt: Runtime, done: dict[int, dict[str, Any]]) -> None:
     for _ in done:
         rt.metrics.terminal(AttemptStatus.COMPLETED.value)
+
+
+async def _complete_in(
+    conn: AsyncConnection, rt: Runtime, worker_id: str, batch: list[tuple[int, AckCommand, str]]
+) -> dict[int, dict[str, Any]]:
+    """:func:`_complete_many`'s work inside the caller's transaction."""
+    done: dict[int, dict[str, Any]] = {}
+    now = now_ms()
+    ids = [str(command.attempt_id) for _, command, _ in batch]
+    found = await job_store.get_attempts(conn, ids, lock=True)
+    live = await lease_store.lock_active_for_attempts(conn, ids)
+    completions: list[batch_store.Completion] = []
+    transitions: list[dict[str, Any]] = []
+    for index, command, ack_hash in batch:
+        attempt = found.get(str(command.attempt_id))
+        lease = live.get(str(command.attempt_id))
+        if (
+            attempt is None
+            or lease is None
+            or not _owns(lease, worker_id, command.lease_id)
+            or lease.lease_expires_at_ms < now
+        ):
+            continue
+        trace_values, trace = _next_trace(attempt)
+        error = None if command.error is None else dump_json(command.error)
+        response = {
+            "attempt_id": attempt.attempt_id,
+            "next_retry_at": None,
+            "next_attempt_no": attempt.attempt_no,
+            "status": AttemptStatus.COMPLETED.value,
+            "trace": trace,
+        }
+        completions.append(
+            batch_store.Completion(
+                attempt_id=attempt.attempt_id,
+                thread_id=attempt.run_id,
+                lease_id=lease.lease_id,
+                new_lease_version=lease.version + 1,
+                output_json=None if command.output is None else dump_json(command.output),
+                job_output_json=dump_json(command.output),
+                error_json=error,
+                parent_span_id=trace_values.get("trace_parent_span_id"),
+                span_id=trace_values.get("trace_span_id"),
+                ack_hash=ack_hash,
+                response_json=dump_json(response),
+            )
+        )
+        transitions.append(
+            {
+                "thread_id": attempt.run_id,
+                "event_type": "attempt_completed",
+                "attempt_id": attempt.attempt_id,
+                "details": {"worker_id": worker_id},
+                "now_ms": now,
+            }
+        )
+        done[index] = response
+    await batch_store.complete_attempts(conn, completions, now_ms=now, events=transitions)
+    events.note(conn, transitions)
     return done
 
 

@@ -68,7 +68,7 @@ async def lease_attempts(
         return {}
     if is_postgres(conn):
         rows = await conn.execute(
-            text(_LEASE_POSTGRES),
+            _LEASE_STATEMENT,
             {
                 "attempt_ids": [b.attempt_id for b in batch],
                 "parents": [b.parent_span_id for b in batch],
@@ -134,7 +134,7 @@ async def complete_attempts(
         return
     if is_postgres(conn):
         await conn.execute(
-            text(_COMPLETE_POSTGRES),
+            _COMPLETE_STATEMENT,
             {
                 "attempt_ids": [c.attempt_id for c in batch],
                 "outputs": [c.output_json for c in batch],
@@ -302,3 +302,7 @@ SET state = 'released', ended_at_ms = CAST(:now AS bigint), version = d.version,
 FROM done AS d
 WHERE l.lease_id = d.lease_id AND l.state = 'active'
 """
+
+# Parsed once: building a text() clause scans its SQL for parameters on every call.
+_LEASE_STATEMENT = text(_LEASE_POSTGRES)
+_COMPLETE_STATEMENT = text(_COMPLETE_POSTGRES)

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Table, bindparam, func, insert, literal, o
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oris.store.dialect import insert_ignore, is_postgres
+from oris.store.dialect import insert_ignore, is_postgres, one_of
 from oris.store.records import (
     AttemptRecord,
     CheckpointRecord,
@@ -137,7 +137,7 @@ async def get_attempts(
     """Attempts by id (missing ids are absent), locked in id order so batches cannot deadlock."""
     statement = (
         select(attempts)
-        .where(attempts.c.attempt_id.in_(list(attempt_ids)))
+        .where(one_of(conn, attempts.c.attempt_id, attempt_ids))
         .order_by(attempts.c.attempt_id)
     )
     if lock:
@@ -200,7 +200,7 @@ async def leases_for_attempts(
         return []
     statement = (
         select(leases)
-        .where(leases.c.attempt_id.in_(list(attempt_ids)))
+        .where(one_of(conn, leases.c.attempt_id, attempt_ids))
         .order_by(leases.c.acquired_at_ms, leases.c.lease_id)
     )
     return [LeaseRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
@@ -275,7 +275,7 @@ async def mark_running_many(
         return {}
     result = await conn.execute(
         update(jobs)
-        .where(jobs.c.thread_id.in_(list(thread_ids)))
+        .where(one_of(conn, jobs.c.thread_id, thread_ids))
         .values(status="running", updated_at_ms=now_ms)
         .returning(jobs.c.thread_id, jobs.c.input_json)
     )
@@ -291,11 +291,11 @@ async def resume_checkpoints(
         return {}
     attempt_ids = [attempt.attempt_id for attempt in wanted]
     starts = {a.start_checkpoint_id for a in wanted if a.start_checkpoint_id is not None}
-    condition: ColumnElement[bool] = checkpoints.c.attempt_id.in_(attempt_ids)
+    condition: ColumnElement[bool] = one_of(conn, checkpoints.c.attempt_id, attempt_ids)
     if starts:
-        condition = or_(condition, checkpoints.c.checkpoint_id.in_(sorted(starts)))
+        condition = or_(condition, one_of(conn, checkpoints.c.checkpoint_id, sorted(starts)))
     statement = select(checkpoints).where(
-        checkpoints.c.thread_id.in_(sorted({a.run_id for a in wanted})), condition
+        one_of(conn, checkpoints.c.thread_id, sorted({a.run_id for a in wanted})), condition
     )
     found = [CheckpointRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
     chosen: dict[str, CheckpointRecord] = {}

@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.states import LeaseState
-from oris.store.dialect import is_postgres
+from oris.store.dialect import is_postgres, one_of
 from oris.store.records import LeaseRecord, dump_json
 from oris.store.tables import ACTIVE_LEASE, leases
 
@@ -135,7 +135,7 @@ async def lock_active_for_attempts(
     (the expiry sweeper) are skipped rather than waited for."""
     statement = (
         select(leases)
-        .where(leases.c.attempt_id.in_(list(attempt_ids)), ACTIVE_LEASE)
+        .where(one_of(conn, leases.c.attempt_id, attempt_ids), ACTIVE_LEASE)
         .order_by(leases.c.attempt_id)
     )
     if is_postgres(conn):

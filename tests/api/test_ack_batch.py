@@ -172,3 +172,30 @@ async def test_a_refused_poll_applies_none_of_its_acks(api: httpx.AsyncClient) -
     carried = await poll(api, "wr", acks=[completed(lease)])
     assert carried["acks"][0]["ok"] is True
     assert (await ok(api, "GET", f"/v1/jobs/{lease['thread_id']}"))["status"] == "completed"
+
+
+async def test_failed_acks_in_a_poll_free_their_slots_before_the_claim(
+    api: httpx.AsyncClient,
+) -> None:
+    await run(api, "f-0")
+    await run(api, "f-1")
+    (lease,) = (await poll(api, "wf", max_active_leases=1))["dispatches"]
+    failed = {
+        "attempt_id": lease["attempt_id"],
+        "lease_id": lease["lease_id"],
+        "terminal_status": "failed",
+        "error": {"message": "boom", "retryable": False},
+    }
+    # A failure takes the single-ack path before the claim, which then has room again.
+    data = await poll(api, "wf", max_active_leases=1, acks=[failed])
+    assert data["acks"][0]["ok"] is True
+    assert data["acks"][0]["data"]["status"] == "failed"
+    assert data["decision"] == "dispatched"
+    assert data["dispatches"][0]["thread_id"] != lease["thread_id"]
+    assert (await ok(api, "GET", f"/v1/jobs/{lease['thread_id']}"))["status"] == "failed"
+    # A long poll carrying acks applies them before it waits.
+    (second,) = data["dispatches"]
+    waited = await poll(api, "wf", wait_ms=50, acks=[completed(second)])
+    assert waited["acks"][0]["data"]["status"] == "completed"
+    assert waited["decision"] == "noop"
+    assert waited["worker_active_leases"] == 0
