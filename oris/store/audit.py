@@ -60,11 +60,14 @@ def chain_hash(entry: AuditEntry, prev_hash: str | None) -> str:
     return hashlib.sha256(content.encode()).hexdigest()
 
 
+_CHAIN_LOCK_STATEMENT = text("SELECT pg_advisory_xact_lock(:key)")
+
+
 async def append(conn: AsyncConnection, entry: AuditEntry) -> int:
     """Append a row linked to the previous one; returns its id."""
     if is_postgres(conn):
         # Concurrent writers must not both link to the same predecessor.
-        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _AUDIT_CHAIN_LOCK})
+        await conn.execute(_CHAIN_LOCK_STATEMENT, {"key": _AUDIT_CHAIN_LOCK})
     last = await conn.execute(
         select(audit_logs.c.row_hash).order_by(audit_logs.c.audit_id.desc()).limit(1)
     )
