@@ -109,6 +109,13 @@ class FakeServer:
         return httpx.Response(200, json={"request_id": "r", "meta": {}, "data": data})
 
 
+def echoes(count: int, **fields: Any) -> list[dict[str, Any]]:
+    """``count`` echo dispatches with attempt ids ``a-<n>`` and lease ids ``l-<n>``."""
+    return [
+        dispatch("echo", n, attempt_id=f"a-{n}", lease_id=f"l-{n}", **fields) for n in range(count)
+    ]
+
+
 def make_worker(server: FakeServer, registry: Registry | None = None, **settings: Any) -> Worker:
     values: dict[str, Any] = {
         "server_url": "http://oris.test",
@@ -304,8 +311,7 @@ def test_a_worker_needs_at_least_one_workflow() -> None:
 
 
 async def test_acks_that_pile_up_travel_in_one_request() -> None:
-    items = [dict(dispatch("echo", n), attempt_id=f"a-{n}", lease_id=f"l-{n}") for n in range(6)]
-    server = FakeServer(*items)
+    server = FakeServer(*echoes(6))
     server.poll_carries = False
     await run_until(make_worker(server, worker_concurrency=6), lambda: len(server.sent("ack")) == 6)
     assert sorted(a["attempt_id"] for a in server.sent("ack")) == [f"a-{n}" for n in range(6)]
@@ -316,8 +322,7 @@ async def test_acks_that_pile_up_travel_in_one_request() -> None:
 
 
 async def test_a_server_without_batch_acks_gets_single_acks() -> None:
-    items = [dict(dispatch("echo", n), attempt_id=f"a-{n}", lease_id=f"l-{n}") for n in range(6)]
-    server = FakeServer(*items)
+    server = FakeServer(*echoes(6))
     server.poll_carries = False
     server.fail("acks", 404)
     await run_until(make_worker(server, worker_concurrency=6), lambda: len(server.sent("ack")) == 6)
@@ -330,11 +335,7 @@ def carried_acks(server: FakeServer) -> list[dict[str, Any]]:
 
 
 async def test_a_busy_worker_sends_its_acks_with_the_next_poll() -> None:
-    items = [
-        dict(dispatch("echo", n), attempt_id=f"a-{n}", lease_id=f"l-{n}", trace={})
-        for n in range(9)
-    ]
-    server = FakeServer(*items)
+    server = FakeServer(*echoes(9, trace={}))
     await run_until(make_worker(server, worker_concurrency=3), lambda: len(server.sent("ack")) == 9)
     assert sorted(a["attempt_id"] for a in server.sent("ack")) == [f"a-{n}" for n in range(9)]
     # Every slot was busy after each poll, so each round's acks rode on the next poll, which
@@ -349,8 +350,7 @@ async def test_a_busy_worker_sends_its_acks_with_the_next_poll() -> None:
 
 
 async def test_a_server_that_ignores_acks_in_polls_gets_them_again() -> None:
-    items = [dict(dispatch("echo", n), attempt_id=f"a-{n}", lease_id=f"l-{n}") for n in range(6)]
-    server = FakeServer(*items)
+    server = FakeServer(*echoes(6))
     server.poll_carries = False
     await run_until(make_worker(server, worker_concurrency=2), lambda: len(server.sent("ack")) == 6)
     assert sorted(a["attempt_id"] for a in server.sent("ack")) == [f"a-{n}" for n in range(6)]
