@@ -152,9 +152,7 @@ async def ack_and_poll(
     sorted_acks = _sort_acks(acks)
     if plan.wait_ms or len(sorted_acks.batch) < len(acks):
         # Anything but plain completions, or a poll that may wait: as /acks, then the poll.
-        if sorted_acks.batch:
-            sorted_acks.answered(await _complete_many(rt, plan.worker_id, sorted_acks.batch))
-        answers = await _answer_rest(rt, plan.worker_id, acks, sorted_acks)
+        answers = await _apply_acks(rt, plan.worker_id, acks, sorted_acks)
         return await _poll(rt, plan), answers
     # The common case: the completions and the claim share one transaction (one commit).
     started = time.perf_counter()
@@ -760,10 +758,15 @@ async def ack_many(rt: Runtime, worker_id: str, commands: list[AckCommand]) -> l
     at a time, so it behaves exactly as the single-ack endpoint.
     """
     require_id("worker_id", worker_id)
-    sorted_acks = _sort_acks(commands)
+    return await _apply_acks(rt, worker_id, commands, _sort_acks(commands))
+
+
+async def _apply_acks(
+    rt: Runtime, worker_id: str, commands: list[AckCommand], sorted_acks: _SortedAcks
+) -> list[AckResult]:
+    """The batch path in a transaction of its own, then the rest one at a time."""
     if sorted_acks.batch:
-        done = await _complete_many(rt, worker_id, sorted_acks.batch)
-        sorted_acks.answered(done)
+        sorted_acks.answered(await _complete_many(rt, worker_id, sorted_acks.batch))
     return await _answer_rest(rt, worker_id, commands, sorted_acks)
 
 

@@ -70,10 +70,7 @@ class AckBatcher:
         """Queue one ack (``attempt_id``, ``lease_id``, ``terminal_status``, …) and wait."""
         pending = PendingAck(body, traceparent)
         self._queue.append(pending)
-        if self._holder is not None:
-            self._holder()
-        else:
-            self._start_sender()
+        self._queued()
         return await pending.answer
 
     @property
@@ -117,11 +114,16 @@ class AckBatcher:
 
     def send_again(self, batch: list[PendingAck]) -> None:
         """Send acks whose poll failed on their own (a repeat is answered as the first)."""
-        self._queue[:0] = batch
-        if self._holder is None:
-            self._start_sender()
-        elif batch:
+        if batch:
+            self._queue[:0] = batch
+            self._queued()
+
+    def _queued(self) -> None:
+        """Acks were queued: wake the poll that holds them, or else the sender."""
+        if self._holder is not None:
             self._holder()
+        else:
+            self._start_sender()
 
     def _start_sender(self) -> None:
         if self._sender is None or self._sender.done():

@@ -195,24 +195,25 @@ class Worker:
             client.poll(self.worker_id, limit=free, workflows=workflows, wait_ms=wait_ms, acks=acks)
         )
         stopping = asyncio.ensure_future(self._stopping.wait())
+        answered = False
         try:
             await asyncio.wait({poll, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
+            if poll.done():
+                answer = poll.result()  # raises what the poll raised
+                answered = True
+                return answer
+            # Shutting down while the server waits for work: give up the poll. Should it have
+            # leased something in that instant, the lease expires and the work is requeued.
             poll.cancel()
-            raise
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+            raise _Stopped
         finally:
             stopping.cancel()
-            if carried and not (poll.done() and not poll.cancelled() and poll.exception() is None):
+            poll.cancel()  # a no-op once it is done
+            if carried and not answered:
                 assert self._acks is not None
                 self._acks.send_again(carried)
-        if poll.done():
-            return poll.result()
-        # Shutting down while the server waits for work: give up the poll. Should it have
-        # leased something in that instant, the lease expires and the work is requeued.
-        poll.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poll
-        raise _Stopped
 
     def _start(self, client: OrisClient, item: Any) -> None:
         try:
