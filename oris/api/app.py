@@ -231,7 +231,10 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> FastAPI:
-    """Build the application; the database is opened and checked in the lifespan."""
+    """Build the application; the database is opened and checked in the lifespan.
+
+    ``run_maintenance=False`` (tests that drive sweeps themselves) also leaves the queue counts
+    of ``/metrics`` to each scrape instead of the background refresher."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -244,11 +247,15 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
             app.state.runtime = rt
             app.state.authenticator = authenticator
             loop = MaintenanceLoop(rt)
+            counts = health.CountRefresher(rt)
+            app.state.counts = counts
             if run_maintenance:
                 loop.start()
+                counts.start()
             try:
                 yield
             finally:
+                await counts.stop()
                 await loop.stop()
                 tracing.shutdown()
         finally:
@@ -284,7 +291,7 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
         rt = runtime_of(request)
         gauges: Any = None
         try:
-            gauges = await health.database_gauges(rt)
+            gauges = await health.database_gauges(rt, request.app.state.counts.fresh())
         except Unavailable:
             gauges = None
         except Exception:

@@ -176,6 +176,7 @@ async def queue_no_dispatch(run: DrillRun) -> None:
     run.expect(
         "the queue drains: every job completes", await _wait_terminal(run, everything, within=45)
     )
+    await run.eventually(lambda: _depth_drained(run), within=5)  # counts refresh every 0.2 s
     after = await run.snapshot("after")
     run.expect("queue depth back to 0", after["oris_runtime_queue_depth"] == 0)
     run.expect(
@@ -187,6 +188,10 @@ async def queue_no_dispatch(run: DrillRun) -> None:
 
 async def _depth_at_least(run: DrillRun, depth: int) -> bool:
     return (await run.metrics()).get("oris_runtime_queue_depth", 0) >= depth
+
+
+async def _depth_drained(run: DrillRun) -> bool:
+    return (await run.metrics()).get("oris_runtime_queue_depth") == 0
 
 
 # --- Sustained backpressure --------------------------------------------------------------------

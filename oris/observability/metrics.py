@@ -104,6 +104,7 @@ class DatabaseGauges:
     workers_seen: int = 0
     table_dead_tuples: dict[str, int] = field(default_factory=dict)
     oldest_transaction_age_seconds: float | None = None
+    counts_age_seconds: float = 0.0
 
 
 class RuntimeMetrics:
@@ -205,7 +206,7 @@ class RuntimeMetrics:
         out += family(
             "oris_runtime_queue_depth",
             "gauge",
-            "Dispatchable attempts, read from the database at scrape time.",
+            "Dispatchable attempts, counted in the database (see oris_runtime_counts_age_seconds).",
         )
         out.append(f"oris_runtime_queue_depth {gauges.queue_depth if gauges else 0}")
         out += family(
@@ -329,6 +330,12 @@ class RuntimeMetrics:
         out += family("oris_runtime_attempts", "gauge", "Attempts by status, from the database.")
         for status, count in sorted(gauges.attempts_by_status.items()):
             out.append(f'oris_runtime_attempts{{status="{status}"}} {count}')
+        out += family(
+            "oris_runtime_counts_age_seconds",
+            "gauge",
+            "Age of the queue depth and attempts-by-status counts; 0 when this scrape counted.",
+        )
+        out.append(f"oris_runtime_counts_age_seconds {gauges.counts_age_seconds:.6f}")
         out += family(
             "oris_runtime_interrupts_pending", "gauge", "Interrupts waiting for a human decision."
         )

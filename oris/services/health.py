@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,8 @@ from oris.store import schema
 from oris.store import workers as worker_store
 
 WORKERS_SEEN_WINDOW_MS = 60_000
+
+log = logging.getLogger("oris.metrics")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,10 +73,20 @@ async def check(rt: Runtime) -> Health:
     return Health(True, body)
 
 
-async def database_gauges(rt: Runtime) -> DatabaseGauges:
-    """Every state gauge. The two counts that grow with the attempts table (queue depth and
-    attempts by status, each an index scan of every queued row) run concurrently on their own
-    connections, so a scrape at a million queued attempts costs one of them, not both."""
+@dataclass(frozen=True, slots=True)
+class GrowingCounts:
+    """The two gauges that read every queued attempt, and when they were read."""
+
+    queue_depth: int
+    attempts_by_status: dict[str, int]
+    read_at: float  # monotonic seconds, when the counts finished
+    took: float  # seconds the counts took
+
+
+async def growing_counts(rt: Runtime) -> GrowingCounts:
+    """Queue depth and attempts by status, each an index scan of every queued row, run
+    concurrently on their own connections so they cost the longer of the two, not both."""
+    started = time.monotonic()
     now = now_ms()
 
     async def depth() -> int:
@@ -85,6 +100,71 @@ async def database_gauges(rt: Runtime) -> DatabaseGauges:
     async with asyncio.TaskGroup() as group:
         queued = group.create_task(depth())
         statuses = group.create_task(by_status())
+    finished = time.monotonic()
+    return GrowingCounts(queued.result(), statuses.result(), finished, finished - started)
+
+
+class CountRefresher:
+    """Keeps :class:`GrowingCounts` fresh in the background of one API process, so a scrape
+    reads them from memory instead of counting a deep queue while Prometheus waits.
+
+    The counts are re-read every ``metrics_count_interval_seconds``, or ten times as long as
+    the last read took if that is longer, so refreshing never keeps PostgreSQL busier than a
+    tenth of one core. A scrape uses the last counts while they are at most three periods old;
+    older ones (the database stopped answering, the loop is stalled) are not served: the scrape
+    counts for itself, and reports the database down if that fails too."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._latest: GrowingCounts | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def interval(self) -> float:
+        """Seconds between refreshes; 0 means every scrape counts for itself."""
+        return self._rt.settings.metrics_count_interval_seconds
+
+    def start(self) -> None:
+        """Start refreshing, unless the interval is 0."""
+        if self._task is None and self.interval > 0:
+            self._task = asyncio.create_task(self._run(), name="oris-metric-counts")
+
+    async def stop(self) -> None:
+        """Stop refreshing; safe to call twice."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def fresh(self) -> GrowingCounts | None:
+        """The last counts while they are recent enough to serve, else None."""
+        latest = self._latest
+        if latest is None or self._task is None:
+            return None
+        if time.monotonic() - latest.read_at > 3 * self._period(latest):
+            return None
+        return latest
+
+    def _period(self, counts: GrowingCounts) -> float:
+        return max(self.interval, 10 * counts.took)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self._latest = await growing_counts(self._rt)
+                delay = self._period(self._latest)
+            except Exception as error:  # the scrape notices on its own; keep trying
+                log.warning("metric counts not refreshed: %s", type(error).__name__)
+                delay = self.interval
+            await asyncio.sleep(delay)
+
+
+async def database_gauges(rt: Runtime, counts: GrowingCounts | None = None) -> DatabaseGauges:
+    """Every state gauge; ``counts`` are the refresher's, or None to count now."""
+    now = now_ms()
+    async with asyncio.TaskGroup() as group:
+        counting = None if counts is not None else group.create_task(growing_counts(rt))
         async with rt.db.read() as conn:
             dlq = await dlq_store.count_by_replay_status(conn)
             pending = await health_store.interrupts_pending(conn)
@@ -94,10 +174,13 @@ async def database_gauges(rt: Runtime) -> DatabaseGauges:
             dead_tuples, oldest = await health_store.postgres_table_health(conn)
             open_incidents = 0 if await incident_store.current(conn) is None else 1
             workers_seen = await worker_store.count_since(conn, now - WORKERS_SEEN_WINDOW_MS)
+    read = counting.result() if counting is not None else counts
+    assert read is not None
+    age = 0.0 if counting is not None else time.monotonic() - read.read_at
     return DatabaseGauges(
-        queue_depth=queued.result(),
+        queue_depth=read.queue_depth,
         dlq_depth=dlq,
-        attempts_by_status=statuses.result(),
+        attempts_by_status=read.attempts_by_status,
         interrupts_pending=pending,
         active_leases_by_worker=by_worker,
         active_leases_by_tenant=by_tenant,
@@ -106,6 +189,7 @@ async def database_gauges(rt: Runtime) -> DatabaseGauges:
         workers_seen=workers_seen,
         table_dead_tuples=dead_tuples,
         oldest_transaction_age_seconds=oldest,
+        counts_age_seconds=age,
     )
 
 

@@ -25,7 +25,10 @@ def _metric(url: str, name: str) -> float:
 
 def test_two_replicas_share_one_queue(make_settings: object, tmp_path: Path) -> None:
     settings: ServerSettings = make_settings(  # type: ignore[operator]
-        lease_ttl_seconds=1.0, lease_grace_seconds=0.0, maintenance_interval_seconds=0.05
+        lease_ttl_seconds=1.0,
+        lease_grace_seconds=0.0,
+        maintenance_interval_seconds=0.05,
+        metrics_count_interval_seconds=0.05,
     )
     with contextlib.ExitStack() as stack:
         first = stack.enter_context(running_server(settings, tmp_path))
@@ -33,10 +36,13 @@ def test_two_replicas_share_one_queue(make_settings: object, tmp_path: Path) -> 
         for index in range(6):
             target = first if index % 2 else second
             httpx.post(f"{target}/v1/jobs/run", json={"thread_id": f"r-{index}"}).raise_for_status()
-        assert (
-            _metric(first, "oris_runtime_queue_depth")
-            == _metric(second, "oris_runtime_queue_depth")
-            == 6
+        wait_until(
+            lambda: (
+                _metric(first, "oris_runtime_queue_depth")
+                == _metric(second, "oris_runtime_queue_depth")
+                == 6
+            ),
+            message="both replicas to count the six queued jobs",
         )
 
         # Leases taken through one replica and abandoned: both replicas sweep concurrently.

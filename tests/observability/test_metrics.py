@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import subprocess
@@ -11,9 +12,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from oris.api.app import create_app
+from oris.config import ServerSettings
 from oris.services import maintenance
 from tests.api.helpers import ack, fails, poll, run
 from tests.api.test_scheduler import force_expire, runtime_of
+from tests.bench.test_explain_hot_paths import captured
+from tests.support import lifespan_client
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "docs" / "observability"
 POSTGRES_ONLY = {"oris_runtime_table_dead_tuples", "oris_runtime_oldest_transaction_age_seconds"}
@@ -148,3 +153,43 @@ async def test_scrape_reports_database_down_without_failing(api: httpx.AsyncClie
     await rt.db.dispose()
     response = await api.get("/metrics")
     assert response.status_code == 200
+
+
+def counts_attempts(statements: list[tuple[str, object]]) -> bool:
+    """Whether any statement counts rows of the attempts table."""
+    return any(
+        re.search(r"count\(.*\bFROM runtime_attempts\b", sql, re.IGNORECASE | re.DOTALL)
+        for sql, _ in statements
+    )
+
+
+async def test_scrape_counts_the_queue_itself_without_the_refresher(
+    api: httpx.AsyncClient,
+) -> None:
+    await run(api, "counted-1")
+    with captured(runtime_of(api)) as statements:
+        scraped = samples((await api.get("/metrics")).text)
+    assert scraped["oris_runtime_queue_depth"] == 1
+    assert scraped["oris_runtime_counts_age_seconds"] == 0
+    assert counts_attempts(statements)
+
+
+async def test_scrape_serves_the_refreshed_counts_without_counting(
+    make_settings: object,
+) -> None:
+    settings: ServerSettings = make_settings(  # type: ignore[operator]
+        metrics_count_interval_seconds=0.05, maintenance_interval_seconds=3600
+    )
+    async for api in lifespan_client(create_app(settings)):
+        for index in range(3):
+            await run(api, f"refreshed-{index}")
+        for _ in range(400):  # the refresher runs every 0.05 s; bounded wait
+            scraped = samples((await api.get("/metrics")).text)
+            if scraped["oris_runtime_queue_depth"] == 3:
+                break
+            await asyncio.sleep(0.05)
+        assert scraped["oris_runtime_queue_depth"] == 3
+        assert scraped['oris_runtime_attempts{status="queued"}'] == 3
+        # Counted before the scrape began, by the refresher (a scrape's own count reads 0).
+        assert scraped["oris_runtime_counts_age_seconds"] > 0
+        assert scraped["oris_runtime_database_up"] == 1
