@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.store.dialect import is_postgres
@@ -61,6 +61,29 @@ def chain_hash(entry: AuditEntry, prev_hash: str | None) -> str:
 
 
 _CHAIN_LOCK_STATEMENT = text("SELECT pg_advisory_xact_lock(:key)")
+_LAST_HASH = select(audit_logs.c.row_hash).order_by(audit_logs.c.audit_id.desc()).limit(1)
+_COLUMNS = (
+    "actor_type",
+    "actor_id",
+    "actor_role",
+    "action",
+    "resource_type",
+    "resource_id",
+    "result",
+    "status_code",
+    "request_id",
+    "source_addr",
+    "details_json",
+    "created_at_ms",
+    "prev_hash",
+    "row_hash",
+)
+# Built once: composing the insert per call cost more than running it.
+_INSERT = (
+    audit_logs.insert()
+    .values({name: bindparam(f"v_{name}") for name in _COLUMNS})
+    .returning(audit_logs.c.audit_id)
+)
 
 
 async def append(conn: AsyncConnection, entry: AuditEntry) -> int:
@@ -68,30 +91,24 @@ async def append(conn: AsyncConnection, entry: AuditEntry) -> int:
     if is_postgres(conn):
         # Concurrent writers must not both link to the same predecessor.
         await conn.execute(_CHAIN_LOCK_STATEMENT, {"key": _AUDIT_CHAIN_LOCK})
-    last = await conn.execute(
-        select(audit_logs.c.row_hash).order_by(audit_logs.c.audit_id.desc()).limit(1)
-    )
-    prev_hash = last.scalar()
-    result = await conn.execute(
-        audit_logs.insert()
-        .values(
-            actor_type=entry.actor_type,
-            actor_id=entry.actor_id,
-            actor_role=entry.actor_role,
-            action=entry.action,
-            resource_type=entry.resource_type,
-            resource_id=entry.resource_id,
-            result=entry.result,
-            status_code=entry.status_code,
-            request_id=entry.request_id,
-            source_addr=entry.source_addr,
-            details_json=None if entry.details is None else dump_json(entry.details),
-            created_at_ms=entry.created_at_ms,
-            prev_hash=prev_hash,
-            row_hash=chain_hash(entry, prev_hash),
-        )
-        .returning(audit_logs.c.audit_id)
-    )
+    prev_hash = (await conn.execute(_LAST_HASH)).scalar()
+    values = {
+        "v_actor_type": entry.actor_type,
+        "v_actor_id": entry.actor_id,
+        "v_actor_role": entry.actor_role,
+        "v_action": entry.action,
+        "v_resource_type": entry.resource_type,
+        "v_resource_id": entry.resource_id,
+        "v_result": entry.result,
+        "v_status_code": entry.status_code,
+        "v_request_id": entry.request_id,
+        "v_source_addr": entry.source_addr,
+        "v_details_json": None if entry.details is None else dump_json(entry.details),
+        "v_created_at_ms": entry.created_at_ms,
+        "v_prev_hash": prev_hash,
+        "v_row_hash": chain_hash(entry, prev_hash),
+    }
+    result = await conn.execute(_INSERT, values)
     return int(result.scalar_one())
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import ColumnElement, Table, any_, bindparam
@@ -15,16 +14,17 @@ def is_postgres(conn: AsyncConnection) -> bool:
     return conn.dialect.name == "postgresql"
 
 
-def one_of(
-    conn: AsyncConnection, column: ColumnElement[Any], values: Collection[Any]
-) -> ColumnElement[bool]:
-    """``column IN (values)``. On PostgreSQL the values travel as one array (``= ANY``), so the
-    statement, and the prepared statement the driver keeps for it, is the same however many
-    values there are (an expanded ``IN`` makes a new one for every count)."""
-    if is_postgres(conn):
-        array = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
-        return column == any_(array)
-    return column.in_(list(values))
+def in_list(postgres: bool, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column IN :name`` for a statement built once and reused: on PostgreSQL the values
+    travel as one array (``= ANY``), so the statement text, and the prepared statement the
+    driver keeps for it, is the same however many values there are; SQLite expands the list.
+
+    Hot statements are built once per shape (``functools.cache``) with named parameters:
+    composing a SQLAlchemy statement and its cache key on every call costs several times
+    what executing it does."""
+    if postgres:
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 async def insert_ignore(conn: AsyncConnection, table: Table, values: dict[str, Any]) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oris.store.dialect import is_postgres
+from oris.store.dialect import in_list, is_postgres
 from oris.store.records import AttemptRecord
 from oris.store.tables import ACTIVE_LEASE, DISPATCHABLE_ATTEMPT, RUNNING_ATTEMPT, attempts, leases
 
@@ -36,20 +38,35 @@ async def claim_candidates(
     or a retry's due time), then enqueue sequence, so equal-priority work is FIFO (G9).
     Tenants already at their cap are excluded in SQL, so they never block others (G6).
     """
+    params: dict[str, Any] = {"now": now_ms, "limit": limit}
+    if workflows is not None:
+        params["workflows"] = list(workflows)
+    if excluded_tenants:
+        params["excluded"] = list(excluded_tenants)
+    statement = _claim_candidates(is_postgres(conn), workflows is not None, bool(excluded_tenants))
+    result = await conn.execute(statement, params)
+    return [AttemptRecord.from_row(row) for row in result.mappings()]
+
+
+@functools.cache
+def _claim_candidates(postgres: bool, by_workflow: bool, excluding: bool) -> Select[Any]:
     statement = (
         select(attempts)
-        .where(DISPATCHABLE_ATTEMPT, attempts.c.available_at_ms <= now_ms)
+        .where(DISPATCHABLE_ATTEMPT, attempts.c.available_at_ms <= bindparam("now"))
         .order_by(attempts.c.priority.desc(), attempts.c.available_at_ms, attempts.c.seq)
-        .limit(limit)
+        .limit(bindparam("limit"))
     )
-    statement = statement.where(_workflow_filter(workflows))
-    if excluded_tenants:
+    if by_workflow:
+        statement = statement.where(in_list(postgres, attempts.c.workflow, "workflows"))
+    else:
+        statement = statement.where(_workflow_filter(None))
+    if excluding:
         statement = statement.where(
-            or_(attempts.c.tenant_id.is_(None), attempts.c.tenant_id.not_in(list(excluded_tenants)))
+            or_(
+                attempts.c.tenant_id.is_(None), ~in_list(postgres, attempts.c.tenant_id, "excluded")
+            )
         )
-    if is_postgres(conn):
-        statement = statement.with_for_update(skip_locked=True)
-    return [AttemptRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
+    return statement.with_for_update(skip_locked=True) if postgres else statement
 
 
 async def first_waiting_tenant(

@@ -7,11 +7,22 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, TextClause, bindparam, func, or_, select, text, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    TextClause,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningUpdate, Update
 
-from oris.store.dialect import insert_ignore, is_postgres, one_of
+from oris.store.dialect import in_list, insert_ignore, is_postgres
 from oris.store.records import (
     AttemptRecord,
     CheckpointRecord,
@@ -35,11 +46,14 @@ _TABLES = {table.name: table for table in (jobs, checkpoints, attempts, timeline
 
 async def get_job(conn: AsyncConnection, thread_id: str, *, lock: bool = False) -> JobRecord | None:
     """One job, optionally locked for the rest of the transaction."""
-    statement = select(jobs).where(jobs.c.thread_id == thread_id)
-    if lock:
-        statement = statement.with_for_update()
-    row = (await conn.execute(statement)).mappings().first()
+    row = (await conn.execute(_get_job(lock), {"thread_id": thread_id})).mappings().first()
     return None if row is None else JobRecord.from_row(row)
+
+
+@functools.cache
+def _get_job(lock: bool) -> Select[Any]:
+    statement = select(jobs).where(jobs.c.thread_id == bindparam("thread_id"))
+    return statement.with_for_update() if lock else statement
 
 
 async def insert_new_run(
@@ -145,26 +159,33 @@ async def get_attempt(
     conn: AsyncConnection, attempt_id: str, *, lock: bool = False
 ) -> AttemptRecord | None:
     """One attempt, optionally locked."""
-    statement = select(attempts).where(attempts.c.attempt_id == attempt_id)
-    if lock:
-        statement = statement.with_for_update()
-    row = (await conn.execute(statement)).mappings().first()
+    row = (await conn.execute(_get_attempt(lock), {"attempt_id": attempt_id})).mappings().first()
     return None if row is None else AttemptRecord.from_row(row)
+
+
+@functools.cache
+def _get_attempt(lock: bool) -> Select[Any]:
+    statement = select(attempts).where(attempts.c.attempt_id == bindparam("attempt_id"))
+    return statement.with_for_update() if lock else statement
 
 
 async def get_attempts(
     conn: AsyncConnection, attempt_ids: Sequence[str], *, lock: bool = False
 ) -> dict[str, AttemptRecord]:
     """Attempts by id (missing ids are absent), locked in id order so batches cannot deadlock."""
+    statement = _get_attempts(is_postgres(conn), lock)
+    rows = (await conn.execute(statement, {"attempt_ids": list(attempt_ids)})).mappings()
+    return {row["attempt_id"]: AttemptRecord.from_row(row) for row in rows}
+
+
+@functools.cache
+def _get_attempts(postgres: bool, lock: bool) -> Select[Any]:
     statement = (
         select(attempts)
-        .where(one_of(conn, attempts.c.attempt_id, attempt_ids))
+        .where(in_list(postgres, attempts.c.attempt_id, "attempt_ids"))
         .order_by(attempts.c.attempt_id)
     )
-    if lock:
-        statement = statement.with_for_update()
-    rows = (await conn.execute(statement)).mappings()
-    return {row["attempt_id"]: AttemptRecord.from_row(row) for row in rows}
+    return statement.with_for_update() if lock else statement
 
 
 async def update_attempts(
@@ -206,11 +227,19 @@ async def update_attempt(
     expected_statuses: Iterable[str] | None = None,
 ) -> bool:
     """Guarded update: only applies while the attempt is in one of ``expected_statuses``."""
-    statement = update(attempts).where(attempts.c.attempt_id == attempt_id)
-    if expected_statuses is not None:
-        statement = statement.where(attempts.c.status.in_(list(expected_statuses)))
-    result = await conn.execute(statement.values(**values))
+    statuses = None if expected_statuses is None else tuple(expected_statuses)
+    params = {f"v_{name}": value for name, value in values.items()}
+    params["b_attempt_id"] = attempt_id
+    result = await conn.execute(_update_attempt(tuple(values), statuses), params)
     return bool(result.rowcount)
+
+
+@functools.lru_cache(maxsize=256)
+def _update_attempt(columns: tuple[str, ...], statuses: tuple[str, ...] | None) -> Update:
+    statement = update(attempts).where(attempts.c.attempt_id == bindparam("b_attempt_id"))
+    if statuses is not None:
+        statement = statement.where(attempts.c.status.in_(statuses))
+    return statement.values({name: bindparam(f"v_{name}") for name in columns})
 
 
 async def leases_for_attempts(
@@ -219,12 +248,18 @@ async def leases_for_attempts(
     """Every lease ever granted on the given attempts, oldest first."""
     if not attempt_ids:
         return []
-    statement = (
+    statement = _leases_for_attempts(is_postgres(conn))
+    result = await conn.execute(statement, {"attempt_ids": list(attempt_ids)})
+    return [LeaseRecord.from_row(row) for row in result.mappings()]
+
+
+@functools.cache
+def _leases_for_attempts(postgres: bool) -> Select[Any]:
+    return (
         select(leases)
-        .where(one_of(conn, leases.c.attempt_id, attempt_ids))
+        .where(in_list(postgres, leases.c.attempt_id, "attempt_ids"))
         .order_by(leases.c.acquired_at_ms, leases.c.lease_id)
     )
-    return [LeaseRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
 
 
 async def insert_checkpoint(
@@ -280,12 +315,18 @@ async def latest_checkpoint(
     conn: AsyncConnection, thread_id: str, *, attempt_id: str | None = None
 ) -> CheckpointRecord | None:
     """The newest checkpoint of a thread, or of one attempt of it."""
-    statement = select(checkpoints).where(checkpoints.c.thread_id == thread_id)
-    if attempt_id is not None:
-        statement = statement.where(checkpoints.c.attempt_id == attempt_id)
-    statement = statement.order_by(checkpoints.c.seq.desc()).limit(1)
-    row = (await conn.execute(statement)).mappings().first()
+    params = {"thread_id": thread_id, "attempt_id": attempt_id}
+    statement = _latest_checkpoint(attempt_id is not None)
+    row = (await conn.execute(statement, params)).mappings().first()
     return None if row is None else CheckpointRecord.from_row(row)
+
+
+@functools.cache
+def _latest_checkpoint(of_attempt: bool) -> Select[Any]:
+    statement = select(checkpoints).where(checkpoints.c.thread_id == bindparam("thread_id"))
+    if of_attempt:
+        statement = statement.where(checkpoints.c.attempt_id == bindparam("attempt_id"))
+    return statement.order_by(checkpoints.c.seq.desc()).limit(1)
 
 
 async def mark_running_many(
@@ -294,13 +335,19 @@ async def mark_running_many(
     """Jobs → running (their attempts were leased); returns each job's input by thread id."""
     if not thread_ids:
         return {}
-    result = await conn.execute(
+    statement = _mark_running_many(is_postgres(conn))
+    result = await conn.execute(statement, {"thread_ids": list(thread_ids), "now": now_ms})
+    return {thread_id: None if raw is None else load_json(raw) for thread_id, raw in result.all()}
+
+
+@functools.cache
+def _mark_running_many(postgres: bool) -> ReturningUpdate[Any]:
+    return (
         update(jobs)
-        .where(one_of(conn, jobs.c.thread_id, thread_ids))
-        .values(status="running", updated_at_ms=now_ms)
+        .where(in_list(postgres, jobs.c.thread_id, "thread_ids"))
+        .values(status="running", updated_at_ms=bindparam("now"))
         .returning(jobs.c.thread_id, jobs.c.input_json)
     )
-    return {thread_id: None if raw is None else load_json(raw) for thread_id, raw in result.all()}
 
 
 async def resume_checkpoints(
@@ -310,28 +357,38 @@ async def resume_checkpoints(
     checkpoint (an attempt's own checkpoints always have a higher ``seq``). One query."""
     if not wanted:
         return {}
-    attempt_ids = [attempt.attempt_id for attempt in wanted]
-    starts = {a.start_checkpoint_id for a in wanted if a.start_checkpoint_id is not None}
-    condition: ColumnElement[bool] = one_of(conn, checkpoints.c.attempt_id, attempt_ids)
+    starts = sorted({a.start_checkpoint_id for a in wanted if a.start_checkpoint_id is not None})
+    params: dict[str, Any] = {
+        "thread_ids": sorted({a.run_id for a in wanted}),
+        "attempt_ids": [attempt.attempt_id for attempt in wanted],
+    }
     if starts:
-        condition = or_(condition, one_of(conn, checkpoints.c.checkpoint_id, sorted(starts)))
-    statement = select(checkpoints).where(
-        one_of(conn, checkpoints.c.thread_id, sorted({a.run_id for a in wanted})), condition
-    )
-    found = [CheckpointRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
+        params["checkpoint_ids"] = starts
+    result = await conn.execute(_resume_checkpoints(is_postgres(conn), bool(starts)), params)
+    by_thread: dict[str, list[CheckpointRecord]] = {}
+    for row in result.mappings():
+        found = CheckpointRecord.from_row(row)
+        by_thread.setdefault(found.thread_id, []).append(found)
     chosen: dict[str, CheckpointRecord] = {}
     for attempt in wanted:
         mine = [
             c
-            for c in found
-            if c.thread_id == attempt.run_id
-            and (
-                c.attempt_id == attempt.attempt_id or c.checkpoint_id == attempt.start_checkpoint_id
-            )
+            for c in by_thread.get(attempt.run_id, ())
+            if c.attempt_id == attempt.attempt_id or c.checkpoint_id == attempt.start_checkpoint_id
         ]
         if mine:
             chosen[attempt.attempt_id] = max(mine, key=lambda c: c.seq)
     return chosen
+
+
+@functools.cache
+def _resume_checkpoints(postgres: bool, with_starts: bool) -> Select[Any]:
+    condition: ColumnElement[bool] = in_list(postgres, checkpoints.c.attempt_id, "attempt_ids")
+    if with_starts:
+        condition = or_(condition, in_list(postgres, checkpoints.c.checkpoint_id, "checkpoint_ids"))
+    return select(checkpoints).where(
+        in_list(postgres, checkpoints.c.thread_id, "thread_ids"), condition
+    )
 
 
 async def list_checkpoints(conn: AsyncConnection, thread_id: str) -> list[CheckpointRecord]:

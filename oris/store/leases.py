@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.states import LeaseState
-from oris.store.dialect import is_postgres, one_of
+from oris.store.dialect import in_list, is_postgres
 from oris.store.records import LeaseRecord, dump_json
 from oris.store.tables import ACTIVE_LEASE, leases
 
 
 async def get(conn: AsyncConnection, lease_id: str, *, lock: bool = False) -> LeaseRecord | None:
     """One lease by id."""
-    statement = select(leases).where(leases.c.lease_id == lease_id)
-    if lock:
-        statement = statement.with_for_update()
-    row = (await conn.execute(statement)).mappings().first()
+    row = (await conn.execute(_get(lock), {"lease_id": lease_id})).mappings().first()
     return None if row is None else LeaseRecord.from_row(row)
+
+
+@functools.cache
+def _get(lock: bool) -> Select[Any]:
+    statement = select(leases).where(leases.c.lease_id == bindparam("lease_id"))
+    return statement.with_for_update() if lock else statement
 
 
 async def active_for_attempt(conn: AsyncConnection, attempt_id: str) -> LeaseRecord | None:
@@ -54,20 +58,30 @@ async def extend(
     conn: AsyncConnection, lease: LeaseRecord, *, now_ms: int, expires_at_ms: int
 ) -> bool:
     """Compare-and-set on the lease version: False when someone changed it first."""
-    result = await conn.execute(
-        update(leases)
-        .where(
-            leases.c.lease_id == lease.lease_id,
-            leases.c.version == lease.version,
-            ACTIVE_LEASE,
-        )
-        .values(
-            heartbeat_at_ms=now_ms,
-            lease_expires_at_ms=expires_at_ms,
-            version=lease.version + 1,
-        )
-    )
+    params = {
+        "b_lease_id": lease.lease_id,
+        "b_version": lease.version,
+        "b_now": now_ms,
+        "b_expires": expires_at_ms,
+        "b_next_version": lease.version + 1,
+    }
+    result = await conn.execute(_EXTEND, params)
     return bool(result.rowcount)
+
+
+_EXTEND = (
+    update(leases)
+    .where(
+        leases.c.lease_id == bindparam("b_lease_id"),
+        leases.c.version == bindparam("b_version"),
+        ACTIVE_LEASE,
+    )
+    .values(
+        heartbeat_at_ms=bindparam("b_now"),
+        lease_expires_at_ms=bindparam("b_expires"),
+        version=bindparam("b_next_version"),
+    )
+)
 
 
 async def end_active_lease(
@@ -108,19 +122,10 @@ async def active_counts(
     conn: AsyncConnection, worker_id: str, now_ms: int
 ) -> tuple[int, dict[str, int]]:
     """Unexpired active leases held by ``worker_id``, and per tenant (all workers), in one query."""
-    mine = (leases.c.worker_id == worker_id).label("mine")
-    statement = (
-        select(mine, leases.c.tenant_id, func.count())
-        .where(
-            ACTIVE_LEASE,
-            leases.c.lease_expires_at_ms >= now_ms,
-            or_(leases.c.worker_id == worker_id, leases.c.tenant_id.is_not(None)),
-        )
-        .group_by(mine, leases.c.tenant_id)
-    )
     worker_total = 0
     tenants: dict[str, int] = {}
-    for is_mine, tenant, count in (await conn.execute(statement)).all():
+    result = await conn.execute(_active_counts(), {"worker_id": worker_id, "now": now_ms})
+    for is_mine, tenant, count in result.all():
         if is_mine:
             worker_total += int(count)
         if tenant is not None:
@@ -128,20 +133,38 @@ async def active_counts(
     return worker_total, tenants
 
 
+@functools.cache
+def _active_counts() -> Select[Any]:
+    mine = (leases.c.worker_id == bindparam("worker_id")).label("mine")
+    return (
+        select(mine, leases.c.tenant_id, func.count())
+        .where(
+            ACTIVE_LEASE,
+            leases.c.lease_expires_at_ms >= bindparam("now"),
+            or_(leases.c.worker_id == bindparam("worker_id"), leases.c.tenant_id.is_not(None)),
+        )
+        .group_by(mine, leases.c.tenant_id)
+    )
+
+
 async def lock_active_for_attempts(
     conn: AsyncConnection, attempt_ids: Sequence[str]
 ) -> dict[str, LeaseRecord]:
     """The active leases of these attempts, row-locked; leases another transaction holds
     (the expiry sweeper) are skipped rather than waited for."""
+    statement = _lock_active_for_attempts(is_postgres(conn))
+    rows = (await conn.execute(statement, {"attempt_ids": list(attempt_ids)})).mappings()
+    return {row["attempt_id"]: LeaseRecord.from_row(row) for row in rows}
+
+
+@functools.cache
+def _lock_active_for_attempts(postgres: bool) -> Select[Any]:
     statement = (
         select(leases)
-        .where(one_of(conn, leases.c.attempt_id, attempt_ids), ACTIVE_LEASE)
+        .where(in_list(postgres, leases.c.attempt_id, "attempt_ids"), ACTIVE_LEASE)
         .order_by(leases.c.attempt_id)
     )
-    if is_postgres(conn):
-        statement = statement.with_for_update(skip_locked=True)
-    rows = (await conn.execute(statement)).mappings()
-    return {row["attempt_id"]: LeaseRecord.from_row(row) for row in rows}
+    return statement.with_for_update(skip_locked=True) if postgres else statement
 
 
 async def release_many(conn: AsyncConnection, rows: Sequence[dict[str, Any]], now_ms: int) -> None:

@@ -20,6 +20,7 @@ from oris.store.database import Database, after_commit
 
 log = logging.getLogger("oris.wakeup")
 CHANNEL = "oris_work_available"
+_NOTIFY = text("SELECT pg_notify(:channel, '')")
 LISTEN_RETRY_SECONDS = 5.0
 
 
@@ -43,7 +44,7 @@ class WorkSignal:
     async def signal(self, conn: AsyncConnection) -> None:
         """Inside a transaction: wake pollers here and in other replicas once it commits."""
         if self._database.is_postgres:
-            await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+            await conn.execute(_NOTIFY, {"channel": CHANNEL})
         after_commit(conn, self.wake)
 
     async def arm(self) -> asyncio.Future[None]:
