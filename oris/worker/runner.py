@@ -168,6 +168,9 @@ class Worker:
                 idle.reset()
                 for item in dispatches:
                     self._start(client, item)
+                # One turn of the loop: the new attempts schedule their handlers before the
+                # next poll is built, so handlers start ahead of that request's CPU work.
+                await asyncio.sleep(0)
             elif data.get("decision") == "backpressure":
                 log.debug(
                     "poll answered backpressure",

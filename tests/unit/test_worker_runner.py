@@ -374,3 +374,17 @@ async def test_acks_of_a_failed_poll_are_sent_on_their_own(failure: int) -> None
     await asyncio.wait_for(task, 10)
     assert len(server.sent("poll")[1]["acks"]) == 2  # the failed poll carried them
     assert sorted(a["attempt_id"] for a in server.sent("ack")) == ["a-0", "a-1"]
+
+
+async def test_a_dispatched_handler_starts_before_the_next_poll_is_sent() -> None:
+    server = FakeServer(dispatch("mark"))
+    polls_when_started: list[int] = []
+    registry = Registry()
+
+    @registry.workflow("mark")
+    async def mark(ctx: Context, input: Any) -> Any:
+        polls_when_started.append(len(server.sent("poll")))
+        return None
+
+    await run_until(make_worker(server, registry), lambda: server.sent("ack"))
+    assert polls_when_started == [1], "the handler waited behind the next poll's request"
