@@ -83,18 +83,24 @@ class GrowingCounts:
     took: float  # seconds the counts took
 
 
-async def growing_counts(rt: Runtime) -> GrowingCounts:
+async def growing_counts(rt: Runtime, *, background: bool = False) -> GrowingCounts:
     """Queue depth and attempts by status, each an index scan of every queued row, run
-    concurrently on their own connections so they cost the longer of the two, not both."""
+    concurrently on their own connections so they cost the longer of the two, not both.
+
+    ``background`` counts keep to one core each, leaving the rest to dispatch."""
     started = time.monotonic()
     now = now_ms()
 
     async def depth() -> int:
         async with rt.db.read() as conn:
+            if background:
+                await health_store.on_one_core(conn)
             return await dispatch_store.queue_depth(conn, now)
 
     async def by_status() -> dict[str, int]:
         async with rt.db.read() as conn:
+            if background:
+                await health_store.on_one_core(conn)
             return await dispatch_store.attempts_by_status(conn)
 
     async with asyncio.TaskGroup() as group:
@@ -109,8 +115,9 @@ class CountRefresher:
     reads them from memory instead of counting a deep queue while Prometheus waits.
 
     The counts are re-read every ``metrics_count_interval_seconds``, or ten times as long as
-    the last read took if that is longer, so refreshing never keeps PostgreSQL busier than a
-    tenth of one core. A scrape uses the last counts while they are at most three periods old;
+    the last read took if that is longer, each on one core (no parallel workers), so
+    refreshing keeps PostgreSQL busy for at most a tenth of two cores' time and never takes
+    every core from dispatch at once. A scrape uses the last counts while they are at most three periods old;
     older ones (the database stopped answering, the loop is stalled) are not served: the scrape
     counts for itself, and reports the database down if that fails too."""
 
@@ -152,7 +159,7 @@ class CountRefresher:
     async def _run(self) -> None:
         while True:
             try:
-                self._latest = await growing_counts(self._rt)
+                self._latest = await growing_counts(self._rt, background=True)
                 delay = self._period(self._latest)
             except Exception as error:  # the scrape notices on its own; keep trying
                 log.warning("metric counts not refreshed: %s", type(error).__name__)

@@ -15,6 +15,16 @@ async def ping(conn: AsyncConnection) -> None:
     await conn.execute(text("SELECT 1"))
 
 
+_ONE_CORE = text("SET LOCAL max_parallel_workers_per_gather = 0")
+
+
+async def on_one_core(conn: AsyncConnection) -> None:
+    """For the rest of this transaction, PostgreSQL plans without parallel workers: a
+    background count then takes one core for longer instead of every core at once."""
+    if is_postgres(conn):
+        await conn.execute(_ONE_CORE)
+
+
 async def interrupts_pending(conn: AsyncConnection) -> int:
     """Interrupts waiting for a decision."""
     statement = select(func.count()).where(interrupts.c.status == InterruptStatus.PENDING.value)

@@ -31,8 +31,10 @@ def _flood_backpressure(url: str, stop: threading.Event) -> None:
 
 
 def test_triage_writes_a_verified_bundle_and_flags_backpressure(
-    settings: ServerSettings, tmp_path: Path
+    make_settings: object, tmp_path: Path
 ) -> None:
+    # Queue counts refreshed often enough that the two scrapes see the flood's queued jobs.
+    settings: ServerSettings = make_settings(metrics_count_interval_seconds=0.1)  # type: ignore[operator]
     with running_server(settings, tmp_path) as url:
         stop = threading.Event()
         flood = threading.Thread(target=_flood_backpressure, args=(url, stop))
