@@ -1074,6 +1074,9 @@ class Bench:
             meter = CpuMeter(name, {"serve": server.pid})
             result = await closed_loop_submit(server.url, cfg.submit_jobs, cfg.submit_clients, run)
             result["cpu"] = meter.stop()
+            result["server_cpu_ms_per_job"] = (
+                1000 * result["cpu"]["cpu_s"]["serve"] / max(cfg.submit_jobs, 1)
+            )
             await asyncio.sleep(1.2)
             result["db"] = stats_delta(before, await db_stats(self.pg, name), cfg.submit_jobs)
             result["system"] = "oris"
@@ -1126,6 +1129,7 @@ class Bench:
             s: {
                 "jobs_per_s": summary([r.get("jobs_per_s") for r in rs]),
                 "p95_ms": summary([r.get("p95_ms") for r in rs]),
+                "server_cpu_ms_per_job": summary([r.get("server_cpu_ms_per_job") for r in rs]),
                 "runs": rs,
             }
             for s, rs in runs.items()
@@ -1342,6 +1346,7 @@ class Bench:
             op: {
                 "ops_per_s": summary([r.get("ops_per_s") for r in rs]),
                 "p95_ms": summary([r.get("p95_ms") for r in rs]),
+                "server_cpu_ms_per_op": summary([r.get("server_cpu_ms_per_op") for r in rs]),
                 "runs": rs,
             }
             for op, rs in runs.items()
@@ -1375,18 +1380,47 @@ class Bench:
             from oris.config import ClientSettings
 
             out: dict[str, Json] = {}
+
+            async def metered(op: str, loop: Awaitable[Json]) -> None:
+                """Run one op's loop and charge the server's CPU time to its calls."""
+                meter = CpuMeter(name, {"serve": server.pid})
+                result = await loop
+                cpu = meter.stop()
+                result["server_cpu_ms_per_op"] = (
+                    1000 * cpu["cpu_s"]["serve"] / max(result["ops"], 1)
+                )
+                out[op] = result
+
             async with OrisClient(ClientSettings(server_url=server.url)) as client:
                 ops = cfg.api_ops
                 k = cfg.api_clients
-                out["inspect"] = await closed_loop(
-                    [lambda t=random.choice(threads): client.inspect_job(t) for _ in range(ops)], k
+                await metered(
+                    "inspect",
+                    closed_loop(
+                        [
+                            lambda t=random.choice(threads): client.inspect_job(t)
+                            for _ in range(ops)
+                        ],
+                        k,
+                    ),
                 )
-                out["list"] = await closed_loop(
-                    [lambda: client.list_jobs(limit=50) for _ in range(ops)], k
+                await metered(
+                    "list", closed_loop([lambda: client.list_jobs(limit=50) for _ in range(ops)], k)
+                )
+                # Nothing to dispatch for this workflow: the claim runs and finds nothing.
+                await metered(
+                    "empty_poll",
+                    closed_loop(
+                        [
+                            lambda i=i: client.poll(f"bench-empty-{i % k}", workflows=["none"])
+                            for i in range(ops)
+                        ],
+                        k,
+                    ),
                 )
                 targets = random.sample(threads, min(ops, len(threads)))
-                out["replay"] = await closed_loop(
-                    [lambda t=t: client.replay_job(t) for t in targets], k
+                await metered(
+                    "replay", closed_loop([lambda t=t: client.replay_job(t) for t in targets], k)
                 )
                 leases: list[str] = []
                 for _ in range(20):
@@ -1398,7 +1432,7 @@ class Bench:
                         break
                 if leases:
                     groups = [leases[i::k] for i in range(k)]
-                    out["heartbeat"] = await closed_loop_grouped(client, "bench-hb", groups, ops)
+                    await metered("heartbeat", closed_loop_grouped(client, "bench-hb", groups, ops))
             return out
         finally:
             if worker is not None:
@@ -2310,6 +2344,8 @@ def print_report(results: Json) -> None:
         add("\nSubmit (jobs/s, one job per call, concurrent clients)")
         for name, data in results["submit"].items():
             add(row(name, data["jobs_per_s"], "jobs/s"))
+            if name == "oris" and "server_cpu_ms_per_job" in data:
+                add(row("oris server CPU per submit", data["server_cpu_ms_per_job"], "ms"))
         ours = med(results, "submit", "oris", "jobs_per_s")
         for peer_name in ("pgqueuer", "procrastinate"):
             r = ratio(ours, med(results, "submit", peer_name, "jobs_per_s"))
@@ -2324,9 +2360,13 @@ def print_report(results: Json) -> None:
                 add(row(f"{name} poll→dispatch p95", data["poll_to_dispatch_p95_ms"], "ms"))
             add(row(f"{name} idle DB xacts/s", data["idle_db_xacts_per_s"], "/s"))
     if "api" in results:
-        add("\nAPI hot paths (ops/s, 16 clients)")
+        add("\nAPI hot paths (ops/s, 16 clients; server CPU per call)")
         for name, data in results["api"].items():
+            if "ops_per_s" not in data:
+                continue
             add(row(name, data["ops_per_s"], "ops/s"))
+            if "server_cpu_ms_per_op" in data:
+                add(row(f"{name} server CPU", data["server_cpu_ms_per_op"], "ms"))
     if "recovery" in results:
         add("\nRecovery (ms)")
         for key in ("expiry_default_worker", "expiry_eager_worker"):
