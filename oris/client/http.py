@@ -305,7 +305,7 @@ def _trace(traceparent: str | None) -> dict[str, str] | None:
 
 
 def _encode(body: Any) -> bytes:
-    """JSON with orjson (a fifth of the worker's time went to the stdlib codec); what orjson
+    """JSON with orjson (a tenth of the worker's time went to the stdlib codec); what orjson
     refuses (integers beyond 64 bits, non-string keys) the stdlib still writes."""
     try:
         return orjson.dumps(body)

@@ -91,7 +91,8 @@ class WindowRatio:
 
 @dataclass(frozen=True, slots=True)
 class DatabaseGauges:
-    """Gauges read from the database at scrape time, so every replica reports the same."""
+    """Gauges read from the database, so every replica reports the same; the queue depth and
+    attempts by status may come from a background count ``counts_age_seconds`` old."""
 
     queue_depth: int
     dlq_depth: dict[str, int]
