@@ -292,9 +292,9 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
         gauges: Any = None
         try:
             gauges = await health.database_gauges(rt, request.app.state.counts.fresh())
-        except Unavailable:
+        except* Unavailable:  # the reads run in a task group, which wraps what they raise
             gauges = None
-        except Exception:
+        except* Exception:
             log.exception("metrics: database gauges failed")
         return PlainTextResponse(
             rt.metrics.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8"

@@ -79,7 +79,7 @@ class GrowingCounts:
 
     queue_depth: int
     attempts_by_status: dict[str, int]
-    read_at: float  # monotonic seconds, when the counts finished
+    read_at: float  # monotonic seconds, when the counts began (what they describe is that old)
     took: float  # seconds the counts took
 
 
@@ -106,8 +106,8 @@ async def growing_counts(rt: Runtime, *, background: bool = False) -> GrowingCou
     async with asyncio.TaskGroup() as group:
         queued = group.create_task(depth())
         statuses = group.create_task(by_status())
-    finished = time.monotonic()
-    return GrowingCounts(queued.result(), statuses.result(), finished, finished - started)
+    took = time.monotonic() - started
+    return GrowingCounts(queued.result(), statuses.result(), started, took)
 
 
 class CountRefresher:
@@ -117,9 +117,10 @@ class CountRefresher:
     The counts are re-read every ``metrics_count_interval_seconds``, or ten times as long as
     the last read took if that is longer, each on one core (no parallel workers), so
     refreshing keeps PostgreSQL busy for at most a tenth of two cores' time and never takes
-    every core from dispatch at once. A scrape uses the last counts while they are at most three periods old;
-    older ones (the database stopped answering, the loop is stalled) are not served: the scrape
-    counts for itself, and reports the database down if that fails too."""
+    every core from dispatch at once; a failed count waits as long before the next try. A
+    scrape uses the last counts while they are at most three periods old; older ones (the
+    database stopped answering, the loop is stalled) are not served: the scrape counts for
+    itself, and reports the database down if that fails too."""
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
@@ -158,13 +159,22 @@ class CountRefresher:
 
     async def _run(self) -> None:
         while True:
+            started = time.monotonic()
             try:
                 self._latest = await growing_counts(self._rt, background=True)
                 delay = self._period(self._latest)
             except Exception as error:  # the scrape notices on its own; keep trying
-                log.warning("metric counts not refreshed: %s", type(error).__name__)
-                delay = self.interval
+                log.warning("metric counts not refreshed: %s", _first_cause(error))
+                delay = max(self.interval, 10 * (time.monotonic() - started))
             await asyncio.sleep(delay)
+
+
+def _first_cause(error: BaseException) -> str:
+    """The first real error inside task-group wrappers, for a one-line log message."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    message = getattr(error, "message", None) or str(error)
+    return f"{type(error).__name__}: {message}"[:300]
 
 
 async def database_gauges(rt: Runtime, counts: GrowingCounts | None = None) -> DatabaseGauges:

@@ -50,8 +50,12 @@ def test_two_replicas_share_one_queue(make_settings: object, tmp_path: Path) -> 
             httpx.post(f"{first}/v1/workers/poll", json={"worker_id": "doomed"}).raise_for_status()
 
         def requeued() -> bool:
+            # Each process counts the leases it expired; the queue depth may be a count from
+            # before the polls, so it alone does not show that the sweeps ran.
+            expired = sum(_metric(r, "oris_runtime_leases_expired_total") for r in (first, second))
             return (
-                _metric(first, "oris_runtime_queue_depth") == 6
+                expired >= 6
+                and _metric(first, "oris_runtime_queue_depth") == 6
                 and _metric(second, "oris_runtime_stale_leases") == 0
             )
 

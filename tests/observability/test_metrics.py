@@ -185,7 +185,8 @@ async def test_scrape_serves_the_refreshed_counts_without_counting(
             await run(api, f"refreshed-{index}")
         for _ in range(400):  # the refresher runs every 0.05 s; bounded wait
             scraped = samples((await api.get("/metrics")).text)
-            if scraped["oris_runtime_queue_depth"] == 3:
+            counted = scraped["oris_runtime_queue_depth"] == 3
+            if counted and scraped["oris_runtime_counts_age_seconds"] > 0:
                 break
             await asyncio.sleep(0.05)
         assert scraped["oris_runtime_queue_depth"] == 3
