@@ -239,7 +239,8 @@ async def sustained_backpressure(run: DrillRun) -> None:
     )
     run.expect(
         'backpressure_total{reason="worker_limit"} rises with work queued',
-        rising and await _depth_at_least(run, 1),
+        # The queue counts refresh every 0.2 s: the first scrape may predate the submits.
+        rising and await run.eventually(lambda: _depth_at_least(run, 1), within=5),
     )
 
     await run.stop_server()
