@@ -6,8 +6,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.clock import now_ms, to_rfc3339
 from oris.domain.errors import Unavailable
@@ -24,6 +27,7 @@ from oris.store import workers as worker_store
 WORKERS_SEEN_WINDOW_MS = 60_000
 
 log = logging.getLogger("oris.metrics")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,21 +95,15 @@ async def growing_counts(rt: Runtime, *, background: bool = False) -> GrowingCou
     started = time.monotonic()
     now = now_ms()
 
-    async def depth() -> int:
+    async def counted(count: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
         async with rt.db.read() as conn:
             if background:
                 await health_store.on_one_core(conn)
-            return await dispatch_store.queue_depth(conn, now)
-
-    async def by_status() -> dict[str, int]:
-        async with rt.db.read() as conn:
-            if background:
-                await health_store.on_one_core(conn)
-            return await dispatch_store.attempts_by_status(conn)
+            return await count(conn)
 
     async with asyncio.TaskGroup() as group:
-        queued = group.create_task(depth())
-        statuses = group.create_task(by_status())
+        queued = group.create_task(counted(lambda conn: dispatch_store.queue_depth(conn, now)))
+        statuses = group.create_task(counted(dispatch_store.attempts_by_status))
     took = time.monotonic() - started
     return GrowingCounts(queued.result(), statuses.result(), started, took)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, any_, bindparam
+from sqlalchemy import ColumnElement, Select, Table, any_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,6 +26,13 @@ def in_list(postgres: bool, column: ColumnElement[Any], name: str) -> ColumnElem
     if postgres:
         return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
     return column.in_(bindparam(name, expanding=True))
+
+
+@functools.cache
+def row_by_key(table: Table, key: str, lock: bool) -> Select[Any]:
+    """``SELECT * FROM table WHERE key = :key``, optionally ``FOR UPDATE``; built once."""
+    statement = select(table).where(table.c[key] == bindparam(key))
+    return statement.with_for_update() if lock else statement
 
 
 async def insert_ignore(conn: AsyncConnection, table: Table, values: dict[str, Any]) -> bool:

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
-from oris.store.dialect import in_list, insert_ignore, is_postgres
+from oris.store.dialect import in_list, insert_ignore, is_postgres, row_by_key
 from oris.store.records import (
     AttemptRecord,
     CheckpointRecord,
@@ -46,14 +46,9 @@ _TABLES = {table.name: table for table in (jobs, checkpoints, attempts, timeline
 
 async def get_job(conn: AsyncConnection, thread_id: str, *, lock: bool = False) -> JobRecord | None:
     """One job, optionally locked for the rest of the transaction."""
-    row = (await conn.execute(_get_job(lock), {"thread_id": thread_id})).mappings().first()
+    statement = row_by_key(jobs, "thread_id", lock)
+    row = (await conn.execute(statement, {"thread_id": thread_id})).mappings().first()
     return None if row is None else JobRecord.from_row(row)
-
-
-@functools.cache
-def _get_job(lock: bool) -> Select[Any]:
-    statement = select(jobs).where(jobs.c.thread_id == bindparam("thread_id"))
-    return statement.with_for_update() if lock else statement
 
 
 async def insert_new_run(
@@ -159,14 +154,9 @@ async def get_attempt(
     conn: AsyncConnection, attempt_id: str, *, lock: bool = False
 ) -> AttemptRecord | None:
     """One attempt, optionally locked."""
-    row = (await conn.execute(_get_attempt(lock), {"attempt_id": attempt_id})).mappings().first()
+    statement = row_by_key(attempts, "attempt_id", lock)
+    row = (await conn.execute(statement, {"attempt_id": attempt_id})).mappings().first()
     return None if row is None else AttemptRecord.from_row(row)
-
-
-@functools.cache
-def _get_attempt(lock: bool) -> Select[Any]:
-    statement = select(attempts).where(attempts.c.attempt_id == bindparam("attempt_id"))
-    return statement.with_for_update() if lock else statement
 
 
 async def get_attempts(

@@ -10,21 +10,16 @@ from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.states import LeaseState
-from oris.store.dialect import in_list, is_postgres
+from oris.store.dialect import in_list, is_postgres, row_by_key
 from oris.store.records import LeaseRecord, dump_json
 from oris.store.tables import ACTIVE_LEASE, leases
 
 
 async def get(conn: AsyncConnection, lease_id: str, *, lock: bool = False) -> LeaseRecord | None:
     """One lease by id."""
-    row = (await conn.execute(_get(lock), {"lease_id": lease_id})).mappings().first()
+    statement = row_by_key(leases, "lease_id", lock)
+    row = (await conn.execute(statement, {"lease_id": lease_id})).mappings().first()
     return None if row is None else LeaseRecord.from_row(row)
-
-
-@functools.cache
-def _get(lock: bool) -> Select[Any]:
-    statement = select(leases).where(leases.c.lease_id == bindparam("lease_id"))
-    return statement.with_for_update() if lock else statement
 
 
 async def active_for_attempt(conn: AsyncConnection, attempt_id: str) -> LeaseRecord | None:
