@@ -475,7 +475,7 @@ def _restore_backup(run: DrillRun, backup: Path) -> None:
 async def duplicate_replay(run: DrillRun) -> None:
     """The same replay and the same DLQ replay, many times at once: one execution each."""
     await run.start_server()
-    run.start_worker("worker-1")
+    worker = run.start_worker("worker-1")
     ledger = run.root / "ledger.txt"
     await _submit(run, "effect", workflow="side_effect", input={"ledger": str(ledger)})
     await _submit(
@@ -499,6 +499,9 @@ async def duplicate_replay(run: DrillRun) -> None:
     ]
     attempt_id = (await client.list_dlq())["entries"][0]["attempt_id"]
 
+    # No worker while the replays arrive: a worker could run the requeued "doomed" job, see it
+    # fail and dead-letter it again mid-storm, and a later DLQ replay would rightly succeed.
+    await worker.stop()
     async with httpx.AsyncClient(base_url=run.url, timeout=20) as http:
         replays = await asyncio.gather(
             *(
@@ -507,6 +510,7 @@ async def duplicate_replay(run: DrillRun) -> None:
             )
         )
         dlq = await asyncio.gather(*(http.post(f"/v1/dlq/{attempt_id}/replay") for _ in range(20)))
+    run.start_worker("worker-2")
     run.note(
         "fault: an operator (or a retrying script) fires 20 identical replays and 20 DLQ replays at once"
     )
