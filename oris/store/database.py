@@ -73,6 +73,13 @@ def create_engine(
                     # small (a seq scan of a fresh runtime_leases) would be kept as the table
                     # grows. Planning each execution costs little and follows the data.
                     "plan_cache_mode": "force_custom_plan",
+                    # Leases and attempts churn: every dispatch and ack leaves a dead entry in
+                    # the partial "active" indexes until VACUUM. A plain index scan marks the
+                    # dead entries it meets so later scans skip them; a bitmap scan never does,
+                    # and re-reads every one of them on each poll (the planner cannot see them
+                    # and keeps picking bitmap scans of indexes it believes tiny). The runtime's
+                    # statements are point lookups and short ranges, which plain scans serve.
+                    "enable_bitmapscan": "off",
                 },
                 "timeout": 10,
             },
