@@ -356,7 +356,7 @@ async def _lease_attempts(
                 "now_ms": now,
             }
         )
-    inputs = await batch_store.lease_attempts(
+    leased = await batch_store.lease_attempts(
         conn,
         [
             batch_store.NewLease(
@@ -366,6 +366,7 @@ async def _lease_attempts(
                 lease_id=lease_id,
                 parent_span_id=None if child is None else child.parent_span_id,
                 span_id=None if child is None else child.span_id,
+                start_checkpoint_id=attempt.start_checkpoint_id,
             )
             for attempt, child, lease_id in zip(chosen, spans, lease_ids, strict=True)
         ],
@@ -375,7 +376,6 @@ async def _lease_attempts(
         events=transitions,
     )
     events.note(conn, transitions)
-    checkpoints = await job_store.resume_checkpoints(conn, chosen)
     dispatched = []
     for attempt, child, lease_id, tenant_count in zip(
         chosen, spans, lease_ids, tenant_counts, strict=True
@@ -383,7 +383,7 @@ async def _lease_attempts(
         recovery_ms = None
         if attempt.lease_expired_at_ms is not None:
             recovery_ms = float(max(now - attempt.lease_expired_at_ms, 0))
-        checkpoint = checkpoints.get(attempt.attempt_id)
+        checkpoint = leased.resume_points.get(attempt.attempt_id)
         dispatched.append(
             {
                 "attempt_id": attempt.attempt_id,
@@ -395,7 +395,7 @@ async def _lease_attempts(
                 "workflow": attempt.workflow,
                 "attempt_no": attempt.attempt_no,
                 "kind": attempt.kind,
-                "input": inputs.get(attempt.run_id),
+                "input": leased.inputs.get(attempt.run_id),
                 "tenant_id": attempt.tenant_id,
                 "tenant_active_leases": tenant_count,
                 "priority": attempt.priority,

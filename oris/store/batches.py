@@ -34,6 +34,16 @@ class NewLease:
     lease_id: str
     parent_span_id: str | None
     span_id: str | None
+    start_checkpoint_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """What a leased batch's dispatches carry: each job's input by thread id and each
+    attempt's resume point by attempt id (absent when it has no checkpoint)."""
+
+    inputs: dict[str, Any]
+    resume_points: dict[str, job_store.ResumePoint]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +71,11 @@ async def lease_attempts(
     now_ms: int,
     expires_at_ms: int,
     events: Sequence[dict[str, Any]],
-) -> dict[str, Any]:
-    """Attempts → leased, their leases, jobs → running and the timeline events; returns each
-    job's input by thread id."""
+) -> Leased:
+    """Attempts → leased, their leases, jobs → running and the timeline events; returns what
+    the dispatches carry (on PostgreSQL read by the same statement)."""
     if not batch:
-        return {}
+        return Leased({}, {})
     if is_postgres(conn):
         rows = await conn.execute(
             _LEASE_STATEMENT,
@@ -75,6 +85,8 @@ async def lease_attempts(
                 "spans": [b.span_id for b in batch],
                 "lease_ids": [b.lease_id for b in batch],
                 "tenants": [b.tenant_id for b in batch],
+                "attempt_threads": [b.thread_id for b in batch],
+                "starts": [b.start_checkpoint_id for b in batch],
                 "threads": sorted({b.thread_id for b in batch}),
                 "worker_id": worker_id,
                 "now": now_ms,
@@ -82,7 +94,14 @@ async def lease_attempts(
                 **_event_arrays(events),
             },
         )
-        return {thread: None if raw is None else load_json(raw) for thread, raw in rows.all()}
+        leased = Leased({}, {})
+        for key, raw, checkpoint_id in rows.all():
+            value = None if raw is None else load_json(raw)
+            if checkpoint_id is None:
+                leased.inputs[key] = value
+            else:
+                leased.resume_points[key] = job_store.ResumePoint(checkpoint_id, value)
+        return leased
     await job_store.update_attempts(
         conn,
         [
@@ -118,7 +137,10 @@ async def lease_attempts(
     )
     inputs = await job_store.mark_running_many(conn, sorted({b.thread_id for b in batch}), now_ms)
     await job_store.add_events(conn, events)
-    return inputs
+    resume_points = await job_store.resume_checkpoints(
+        conn, [(b.attempt_id, b.thread_id, b.start_checkpoint_id) for b in batch]
+    )
+    return Leased(inputs, resume_points)
 
 
 async def complete_attempts(
@@ -239,8 +261,9 @@ _LEASE_POSTGRES = f"""
 WITH picked AS (
         SELECT * FROM unnest(CAST(:attempt_ids AS text[]), CAST(:parents AS text[]),
                              CAST(:spans AS text[]), CAST(:lease_ids AS text[]),
-                             CAST(:tenants AS text[]))
-             AS p(attempt_id, parent_span, span, lease_id, tenant_id)
+                             CAST(:tenants AS text[]), CAST(:attempt_threads AS text[]),
+                             CAST(:starts AS text[]))
+             AS p(attempt_id, parent_span, span, lease_id, tenant_id, thread_id, start_id)
     ),
     leased AS (
         UPDATE runtime_attempts AS a
@@ -258,11 +281,26 @@ WITH picked AS (
                CAST(:now AS bigint), CAST(:now AS bigint), CAST(:expires AS bigint), 1
         FROM picked AS p
         RETURNING 1
-    ),{_EVENTS_CTE}
-UPDATE runtime_jobs AS j
-SET status = 'running', updated_at_ms = CAST(:now AS bigint)
-WHERE j.thread_id = ANY(CAST(:threads AS text[]))
-RETURNING j.thread_id, j.input_json
+    ),{_EVENTS_CTE},
+    running AS (
+        UPDATE runtime_jobs AS j
+        SET status = 'running', updated_at_ms = CAST(:now AS bigint)
+        WHERE j.thread_id = ANY(CAST(:threads AS text[]))
+        RETURNING j.thread_id, j.input_json
+    )
+-- Each job's input, then each attempt's resume point: its own newest checkpoint, else its
+-- start checkpoint (an attempt's own checkpoints always come later in the thread).
+SELECT r.thread_id, r.input_json, CAST(NULL AS text) AS checkpoint_id FROM running AS r
+UNION ALL
+SELECT p.attempt_id, c.state_json, c.checkpoint_id
+FROM picked AS p
+CROSS JOIN LATERAL (
+    SELECT c.checkpoint_id, c.state_json FROM runtime_checkpoints AS c
+    WHERE c.thread_id = p.thread_id
+      AND (c.attempt_id = p.attempt_id OR c.checkpoint_id = p.start_id)
+    ORDER BY c.seq DESC
+    LIMIT 1
+) AS c
 """
 
 _COMPLETE_POSTGRES = f"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -340,17 +341,26 @@ def _mark_running_many(postgres: bool) -> ReturningUpdate[Any]:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """The checkpoint an attempt starts from, as a dispatch carries it."""
+
+    checkpoint_id: str
+    state: Any
+
+
 async def resume_checkpoints(
-    conn: AsyncConnection, wanted: Sequence[AttemptRecord]
-) -> dict[str, CheckpointRecord]:
-    """Where each attempt starts, by attempt id: its own newest checkpoint, else its start
-    checkpoint (an attempt's own checkpoints always have a higher ``seq``). One query."""
+    conn: AsyncConnection, wanted: Sequence[tuple[str, str, str | None]]
+) -> dict[str, ResumePoint]:
+    """Where each attempt (``attempt_id``, ``thread_id``, ``start_checkpoint_id``) starts, by
+    attempt id: its own newest checkpoint, else its start checkpoint (an attempt's own
+    checkpoints always have a higher ``seq``). One query."""
     if not wanted:
         return {}
-    starts = sorted({a.start_checkpoint_id for a in wanted if a.start_checkpoint_id is not None})
+    starts = sorted({start for _, _, start in wanted if start is not None})
     params: dict[str, Any] = {
-        "thread_ids": sorted({a.run_id for a in wanted}),
-        "attempt_ids": [attempt.attempt_id for attempt in wanted],
+        "thread_ids": sorted({thread_id for _, thread_id, _ in wanted}),
+        "attempt_ids": [attempt_id for attempt_id, _, _ in wanted],
     }
     if starts:
         params["checkpoint_ids"] = starts
@@ -359,15 +369,16 @@ async def resume_checkpoints(
     for row in result.mappings():
         found = CheckpointRecord.from_row(row)
         by_thread.setdefault(found.thread_id, []).append(found)
-    chosen: dict[str, CheckpointRecord] = {}
-    for attempt in wanted:
+    chosen: dict[str, ResumePoint] = {}
+    for attempt_id, thread_id, start in wanted:
         mine = [
             c
-            for c in by_thread.get(attempt.run_id, ())
-            if c.attempt_id == attempt.attempt_id or c.checkpoint_id == attempt.start_checkpoint_id
+            for c in by_thread.get(thread_id, ())
+            if c.attempt_id == attempt_id or c.checkpoint_id == start
         ]
         if mine:
-            chosen[attempt.attempt_id] = max(mine, key=lambda c: c.seq)
+            newest = max(mine, key=lambda c: c.seq)
+            chosen[attempt_id] = ResumePoint(newest.checkpoint_id, newest.state)
     return chosen
 
 

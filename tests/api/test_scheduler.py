@@ -421,6 +421,43 @@ async def test_maintenance_requeues_expired_leases_without_any_poll(api: httpx.A
     assert timeline["timeline"][-1]["event_type"] == "attempt_recovered"
 
 
+async def test_a_recovered_attempt_resumes_from_its_newest_checkpoint(
+    api: httpx.AsyncClient,
+) -> None:
+    await run(api, "resume-own", input={"n": 1})
+    await run(api, "resume-fresh", input={"n": 2})
+    first = await poll(api, "crashed", limit=2)
+    by_thread = {item["thread_id"]: item for item in first["dispatches"]}
+    start = by_thread["resume-own"]["checkpoint"]
+    assert start["state"] == {} and by_thread["resume-fresh"]["checkpoint"]["state"] == {}
+    lease = by_thread["resume-own"]
+    for token, state in (("s1", {"done": ["a"]}), ("s2", {"done": ["a", "b"]})):
+        body = {
+            "attempt_id": lease["attempt_id"],
+            "action_id": token,
+            "status": "completed",
+            "dedupe_token": token,
+            "checkpoint": {"step": token, "state": state},
+        }
+        reported = await ok(api, "POST", "/v1/workers/crashed/report-step", body)
+    rt = runtime_of(api)
+    for item in first["dispatches"]:
+        await force_expire(rt, item["lease_id"])
+    assert (await maintenance.sweep(rt)).leases_expired == 2
+    again = await poll(api, "next", limit=2)
+    by_thread = {item["thread_id"]: item for item in again["dispatches"]}
+    assert by_thread["resume-own"]["attempt_id"] == lease["attempt_id"]
+    assert by_thread["resume-own"]["checkpoint"] == {
+        "checkpoint_id": reported["checkpoint_id"],
+        "state": {"done": ["a", "b"]},
+    }
+    assert by_thread["resume-own"]["input"] == {"n": 1}
+    # The other attempt reported nothing: it starts again from its job's first checkpoint.
+    assert by_thread["resume-fresh"]["checkpoint"]["state"] == {}
+    assert by_thread["resume-fresh"]["checkpoint"]["checkpoint_id"] != start["checkpoint_id"]
+    assert by_thread["resume-fresh"]["input"] == {"n": 2}
+
+
 async def age_current_lease(rt: Runtime, attempt_id: str, milliseconds: int) -> None:
     """Pretend the current lease started ``milliseconds`` earlier (no sleeping)."""
     async with rt.db.write() as conn:
