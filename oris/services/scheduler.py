@@ -840,8 +840,7 @@ async def _complete_in(
     done: dict[int, dict[str, Any]] = {}
     now = now_ms()
     ids = [str(command.attempt_id) for _, command, _ in batch]
-    found = await job_store.get_attempts(conn, ids, lock=True)
-    live = await lease_store.lock_active_for_attempts(conn, ids)
+    found, live = await batch_store.lock_for_completion(conn, ids)
     completions: list[batch_store.Completion] = []
     transitions: list[dict[str, Any]] = []
     for index, command, ack_hash in batch:

@@ -20,8 +20,8 @@ from oris.domain.states import AttemptStatus, JobStatus, LeaseState
 from oris.store import jobs as job_store
 from oris.store import leases as lease_store
 from oris.store.dialect import is_postgres
-from oris.store.records import load_json
-from oris.store.tables import attempts
+from oris.store.records import AttemptRecord, LeaseRecord, load_json
+from oris.store.tables import attempts, leases
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +141,28 @@ async def lease_attempts(
         conn, [(b.attempt_id, b.thread_id, b.start_checkpoint_id) for b in batch]
     )
     return Leased(inputs, resume_points)
+
+
+async def lock_for_completion(
+    conn: AsyncConnection, attempt_ids: Sequence[str]
+) -> tuple[dict[str, AttemptRecord], dict[str, LeaseRecord]]:
+    """The attempts a batch of acks may complete and their active leases, by attempt id, row-
+    locked: attempts in id order and waited for (so batches cannot deadlock), leases skipped
+    when another transaction holds them (the expiry sweeper). On PostgreSQL one statement,
+    which returns only attempts that have an active lease: all a completion can use."""
+    if not is_postgres(conn):
+        locked = await job_store.get_attempts(conn, attempt_ids, lock=True)
+        return locked, await lease_store.lock_active_for_attempts(conn, attempt_ids)
+    rows = await conn.execute(_LOCK_FOR_COMPLETION, {"attempt_ids": list(attempt_ids)})
+    found: dict[str, AttemptRecord] = {}
+    live: dict[str, LeaseRecord] = {}
+    for row in rows.mappings():
+        attempt = AttemptRecord.from_row(row)
+        found[attempt.attempt_id] = attempt
+        live[attempt.attempt_id] = LeaseRecord.from_row(
+            {column.name: row[f"l_{column.name}"] for column in leases.c}
+        )
+    return found, live
 
 
 async def complete_attempts(
@@ -341,6 +363,19 @@ FROM done AS d
 WHERE l.lease_id = d.lease_id AND l.state = 'active'
 """
 
+# Two locking clauses: the attempts are waited for, the leases skipped when held.
+_LOCK_FOR_COMPLETION_POSTGRES = f"""
+SELECT {", ".join(f"a.{c.name}" for c in attempts.c)},
+       {", ".join(f"l.{c.name} AS l_{c.name}" for c in leases.c)}
+FROM runtime_attempts AS a
+JOIN runtime_leases AS l ON l.attempt_id = a.attempt_id AND l.state = 'active'
+WHERE a.attempt_id = ANY(CAST(:attempt_ids AS text[]))
+ORDER BY a.attempt_id
+FOR UPDATE OF a
+FOR UPDATE OF l SKIP LOCKED
+"""
+
 # Parsed once: building a text() clause scans its SQL for parameters on every call.
 _LEASE_STATEMENT = text(_LEASE_POSTGRES)
 _COMPLETE_STATEMENT = text(_COMPLETE_POSTGRES)
+_LOCK_FOR_COMPLETION = text(_LOCK_FOR_COMPLETION_POSTGRES)

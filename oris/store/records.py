@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,7 +164,7 @@ class LeaseRecord:
     ack_response: Any
 
     @classmethod
-    def from_row(cls, row: RowMapping) -> LeaseRecord:
+    def from_row(cls, row: Mapping[Any, Any]) -> LeaseRecord:
         """Build from a selected row."""
         return cls(
             lease_id=row["lease_id"],
