@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -14,11 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from oris.api.app import create_app
 from oris.config import ServerSettings
+from oris.drills.proxy import TcpProxy
 from oris.services import maintenance
 from tests.api.helpers import ack, fails, poll, run
 from tests.api.test_scheduler import force_expire, runtime_of
 from tests.bench.test_explain_hot_paths import captured
-from tests.support import lifespan_client
+from tests.support import lifespan_client, require_postgres
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "docs" / "observability"
 POSTGRES_ONLY = {"oris_runtime_table_dead_tuples", "oris_runtime_oldest_transaction_age_seconds"}
@@ -148,11 +151,43 @@ def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
     assert alerts == tested, "every alert has a promtool unit test"
 
 
-async def test_scrape_reports_database_down_without_failing(api: httpx.AsyncClient) -> None:
-    rt = runtime_of(api)
-    await rt.db.dispose()
-    response = await api.get("/metrics")
-    assert response.status_code == 200
+async def test_scrape_reports_database_down_without_failing(
+    backend: str, make_settings: object, tmp_path: Path
+) -> None:
+    """The database really goes away: PostgreSQL behind a proxy that is cut (every open
+    connection dropped, new ones refused); SQLite's file replaced by a directory."""
+    proxy: TcpProxy | None = None
+    overrides: dict[str, object] = {"metrics_count_interval_seconds": 0}
+    if backend == "postgres":
+        dsn = urlsplit(require_postgres())
+        proxy = TcpProxy(dsn.hostname or "127.0.0.1", dsn.port or 5432)
+        await proxy.start()
+        user = f"{dsn.username}@" if dsn.username else ""
+        overrides["postgres_dsn"] = urlunsplit(dsn._replace(netloc=f"{user}127.0.0.1:{proxy.port}"))
+    settings: ServerSettings = make_settings(**overrides)  # type: ignore[operator]
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            api = await stack.enter_async_context(
+                contextlib.asynccontextmanager(lifespan_client)(create_app(settings))
+            )
+            before = samples((await api.get("/metrics")).text)
+            assert before["oris_runtime_database_up"] == 1
+            assert any(name.startswith("oris_runtime_dlq_depth") for name in before)
+            if proxy is not None:
+                await proxy.stop()
+            else:
+                database = Path(settings.sqlite_db)
+                database.rename(tmp_path / "moved-away.db")
+                database.mkdir()
+            response = await api.get("/metrics")
+            assert response.status_code == 200
+            scraped = samples(response.text)
+            assert scraped["oris_runtime_database_up"] == 0
+            assert not any(name.startswith("oris_runtime_dlq_depth") for name in scraped)
+    finally:
+        if proxy is not None:
+            await proxy.start()  # let the schema be dropped through the real server afterwards
+            await proxy.stop()
 
 
 def counts_attempts(statements: list[tuple[str, object]]) -> bool:
