@@ -45,6 +45,7 @@ from oris.store import jobs as job_store
 from oris.store import leases as lease_store
 from oris.store.database import Database
 from oris.store.records import AttemptRecord, JobRecord, dump_json
+from oris.store.wakeup import CHANNEL as WORK_CHANNEL
 
 DEFAULT_WORKFLOW = "echo"
 LIST_DEFAULT_LIMIT = 50
@@ -218,8 +219,8 @@ async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[st
                     {"idempotent_replay": True, "attempt_id": replayed.get("attempt_id")},
                 )
                 return replayed
-        response = await _start_run(conn, ctx, valid, now)
-        await db.work.signal(conn)
+        response, notified = await _start_run(conn, ctx, valid, now)
+        await db.work.signal(conn, notified=notified)
         if valid.idempotency_key is not None:
             await job_store.store_idempotent_response(conn, valid.idempotency_key, response)
         # Last statement before commit: the audit chain lock is held from here to the commit,
@@ -259,7 +260,8 @@ def _replay_stored_run(
 
 async def _start_run(
     conn: AsyncConnection, ctx: RequestContext, valid: ValidRun, now: int
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], bool]:
+    """The run's rows and its answer; True when a statement already sent the work NOTIFY."""
     job_values: dict[str, Any] = {
         "status": JobStatus.QUEUED.value,
         "workflow": valid.workflow,
@@ -328,6 +330,7 @@ async def _start_run(
         },
         attempt=first_attempt(1, checkpoint_id),
         events=[event],
+        notify_channel=WORK_CHANNEL,
     )
     run_no = 1
     if created:
@@ -348,7 +351,7 @@ async def _start_run(
             {**job_values, "run_no": run_no, "current_attempt_id": attempt_id},
         )
         await events.record_many(conn, [queued_event(run_no, initial.checkpoint_id)])
-    return {
+    answer: dict[str, Any] = {
         "thread_id": valid.thread_id,
         "status": JobStatus.QUEUED.value,
         "interrupts": [],
@@ -359,6 +362,7 @@ async def _start_run(
         "run_no": run_no,
         "workflow": valid.workflow,
     }
+    return answer, created
 
 
 async def list_jobs(

@@ -59,9 +59,11 @@ async def insert_new_run(
     checkpoint: dict[str, Any],
     attempt: dict[str, Any],
     events: Sequence[dict[str, Any]],
+    notify_channel: str | None = None,
 ) -> bool:
     """A new thread: its job, start checkpoint, first attempt and timeline events, or nothing
-    when the thread id exists (False). One statement on PostgreSQL."""
+    when the thread id exists (False). One statement on PostgreSQL, which also sends
+    ``NOTIFY notify_channel`` when it creates the thread and a channel is given."""
     if not is_postgres(conn):
         if not await insert_ignore(conn, jobs, job):
             return False
@@ -71,17 +73,21 @@ async def insert_new_run(
         return True
     rows = [(jobs, job), (checkpoints, checkpoint), (attempts, attempt)]
     rows += [(timeline_events, row) for row in event_rows(events)]
-    statement = _new_run_statement(tuple((table.name, tuple(row)) for table, row in rows))
+    statement = _new_run_statement(
+        tuple((table.name, tuple(row)) for table, row in rows), notify_channel is not None
+    )
     params = {
         f"p{index}_{column}": value
         for index, (_, row) in enumerate(rows)
         for column, value in row.items()
     }
+    if notify_channel is not None:
+        params["notify_channel"] = notify_channel
     return bool((await conn.execute(statement, params)).scalar_one())
 
 
 @functools.lru_cache(maxsize=64)
-def _new_run_statement(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> TextClause:
+def _new_run_statement(shape: tuple[tuple[str, tuple[str, ...]], ...], notify: bool) -> TextClause:
     """The PostgreSQL statement of :func:`insert_new_run` for rows with these columns.
 
     Built as text once per shape (a run's rows always have the same columns): composing it as
@@ -109,7 +115,13 @@ def _new_run_statement(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> TextCl
             f"new_{index} AS (INSERT INTO {table_name} ({', '.join(columns)}) "
             f"SELECT {values(index, table_name, columns)} FROM new_job RETURNING 1)"
         )
-    return text(f"WITH {', '.join(parts)} SELECT count(*) FROM new_job")
+    if not notify:
+        return text(f"WITH {', '.join(parts)} SELECT count(*) FROM new_job")
+    # pg_notify is volatile, so the planner keeps the call although nothing reads its value.
+    return text(
+        f"WITH {', '.join(parts)} SELECT count(*) FROM "
+        "(SELECT pg_notify(CAST(:notify_channel AS text), '') FROM new_job) AS notified"
+    )
 
 
 def new_checkpoint_id() -> str:

@@ -41,9 +41,11 @@ class WorkSignal:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def signal(self, conn: AsyncConnection) -> None:
-        """Inside a transaction: wake pollers here and in other replicas once it commits."""
-        if self._database.is_postgres:
+    async def signal(self, conn: AsyncConnection, *, notified: bool = False) -> None:
+        """Inside a transaction: wake pollers here and in other replicas once it commits.
+        ``notified``: one of the transaction's statements already sent ``NOTIFY`` on
+        :data:`CHANNEL` (PostgreSQL)."""
+        if self._database.is_postgres and not notified:
             await conn.execute(_NOTIFY, {"channel": CHANNEL})
         after_commit(conn, self.wake)
 
