@@ -21,7 +21,7 @@ from oris.services import maintenance
 from tests.api.helpers import ack, fails, poll, run
 from tests.api.test_scheduler import force_expire, runtime_of
 from tests.bench.test_explain_hot_paths import captured
-from tests.support import lifespan_client, require_postgres
+from tests.support import drop_schema, lifespan_client, require_postgres
 
 OBSERVABILITY = Path(__file__).resolve().parents[2] / "docs" / "observability"
 POSTGRES_ONLY = {"oris_runtime_table_dead_tuples", "oris_runtime_oldest_transaction_age_seconds"}
@@ -162,14 +162,12 @@ async def test_scrape_reports_database_down_without_failing(
         dsn = urlsplit(require_postgres())
         proxy = TcpProxy(dsn.hostname or "127.0.0.1", dsn.port or 5432)
         await proxy.start()
-        user = f"{dsn.username}@" if dsn.username else ""
-        overrides["postgres_dsn"] = urlunsplit(dsn._replace(netloc=f"{user}127.0.0.1:{proxy.port}"))
+        credentials = dsn.netloc.rsplit("@", 1)[0] + "@" if "@" in dsn.netloc else ""
+        proxied = dsn._replace(netloc=f"{credentials}127.0.0.1:{proxy.port}")
+        overrides["postgres_dsn"] = urlunsplit(proxied)
     settings: ServerSettings = make_settings(**overrides)  # type: ignore[operator]
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            api = await stack.enter_async_context(
-                contextlib.asynccontextmanager(lifespan_client)(create_app(settings))
-            )
+        async with contextlib.asynccontextmanager(lifespan_client)(create_app(settings)) as api:
             before = samples((await api.get("/metrics")).text)
             assert before["oris_runtime_database_up"] == 1
             assert any(name.startswith("oris_runtime_dlq_depth") for name in before)
@@ -186,7 +184,10 @@ async def test_scrape_reports_database_down_without_failing(
             assert not any(name.startswith("oris_runtime_dlq_depth") for name in scraped)
     finally:
         if proxy is not None:
-            await proxy.start()  # let the schema be dropped through the real server afterwards
+            # The settings reach PostgreSQL through the proxy: drop the test's schema while
+            # it forwards again.
+            await proxy.start()
+            await asyncio.to_thread(drop_schema, settings)
             await proxy.stop()
 
 
