@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -148,8 +147,7 @@ class DrillRun:
         """Create the scratch area (and the PostgreSQL proxy)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.postgres:
-            host, port = _dsn_address(self._dsn())
-            self.proxy = TcpProxy(host, port)
+            self.proxy = TcpProxy.for_dsn(self._dsn())
             await self.proxy.start()
 
     async def teardown(self) -> None:
@@ -175,10 +173,7 @@ class DrillRun:
     def proxied_dsn(self) -> str:
         """The DSN the API uses: through the proxy, so a drill can cut it."""
         assert self.proxy is not None
-        parts = urlsplit(self._dsn())
-        netloc = parts.netloc.rsplit("@", 1)
-        credentials = f"{netloc[0]}@" if len(netloc) == 2 else ""
-        return urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{self.proxy.port}"))
+        return self.proxy.routed(self._dsn())
 
     def psql(self, sql: str) -> str:
         """Run SQL directly against the drill's PostgreSQL (not through the proxy)."""
@@ -383,8 +378,3 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _dsn_address(dsn: str) -> tuple[str, int]:
-    parts = urlsplit(dsn)
-    return parts.hostname or "127.0.0.1", parts.port or 5432

@@ -5,10 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from urllib.parse import urlsplit, urlunsplit
 
 
 class TcpProxy:
     """Forwards ``127.0.0.1:<port>`` to an upstream address until stopped."""
+
+    @classmethod
+    def for_dsn(cls, dsn: str) -> TcpProxy:
+        """A proxy (not started) to the server a PostgreSQL DSN names."""
+        parts = urlsplit(dsn)
+        return cls(parts.hostname or "127.0.0.1", parts.port or 5432)
+
+    def routed(self, dsn: str) -> str:
+        """``dsn`` with its host and port replaced by this proxy's (credentials kept)."""
+        parts = urlsplit(dsn)
+        netloc = parts.netloc.rsplit("@", 1)
+        credentials = f"{netloc[0]}@" if len(netloc) == 2 else ""
+        return urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{self.port}"))
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
         self.upstream = (upstream_host, upstream_port)

@@ -184,7 +184,8 @@ def run_cmd(argv: list[str], **kwargs: Any) -> str:
 # --------------------------------------------------------------------------- CPU accounting
 
 
-def _proc_cpu(pid: int) -> float:
+def proc_cpu(pid: int) -> float:
+    """User + system seconds of a process (0 once it is gone)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -202,7 +203,7 @@ def _postgres_backends(dbname: str) -> dict[int, float]:
         except OSError:
             continue
         if cmdline.startswith("postgres:") and f" {dbname} " in cmdline:
-            found[int(entry.name)] = _proc_cpu(int(entry.name))
+            found[int(entry.name)] = proc_cpu(int(entry.name))
     return found
 
 
@@ -219,7 +220,7 @@ class CpuMeter:
     def __init__(self, dbname: str, pids: dict[str, int]) -> None:
         self.dbname = dbname
         self.pids = pids
-        self.start_procs = {name: _proc_cpu(pid) for name, pid in pids.items()}
+        self.start_procs = {name: proc_cpu(pid) for name, pid in pids.items()}
         self.start_pg = _postgres_backends(dbname)
         self.start_busy = _system_busy()
         self.start_wall = time.monotonic()
@@ -228,8 +229,7 @@ class CpuMeter:
     def stop(self) -> Json:
         wall = time.monotonic() - self.start_wall
         procs = {
-            name: _proc_cpu(pid) - self.start_procs.get(name, 0.0)
-            for name, pid in self.pids.items()
+            name: proc_cpu(pid) - self.start_procs.get(name, 0.0) for name, pid in self.pids.items()
         }
         end_pg = _postgres_backends(self.dbname)
         pg = sum(cpu - self.start_pg.get(pid, 0.0) for pid, cpu in end_pg.items())

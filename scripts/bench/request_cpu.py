@@ -14,20 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import httpx
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu(pid: int) -> float:
-    """User + system seconds of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+from bench import proc_cpu  # this script's folder is on sys.path when it runs
 
 
 async def measure(url: str, pid: int, repeat: int) -> dict[str, float]:
@@ -46,10 +37,10 @@ async def measure(url: str, pid: int, repeat: int) -> dict[str, float]:
         for name, call in calls.items():
             for _ in range(20):  # warm the statement and connection caches
                 (await call()).raise_for_status()
-            before = process_cpu(pid)
+            before = proc_cpu(pid)
             for _ in range(repeat):
                 (await call()).raise_for_status()
-            out[name] = (process_cpu(pid) - before) * 1000 / repeat
+            out[name] = (proc_cpu(pid) - before) * 1000 / repeat
         return out
 
 

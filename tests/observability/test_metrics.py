@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -159,12 +158,9 @@ async def test_scrape_reports_database_down_without_failing(
     proxy: TcpProxy | None = None
     overrides: dict[str, object] = {"metrics_count_interval_seconds": 0}
     if backend == "postgres":
-        dsn = urlsplit(require_postgres())
-        proxy = TcpProxy(dsn.hostname or "127.0.0.1", dsn.port or 5432)
+        proxy = TcpProxy.for_dsn(require_postgres())
         await proxy.start()
-        credentials = dsn.netloc.rsplit("@", 1)[0] + "@" if "@" in dsn.netloc else ""
-        proxied = dsn._replace(netloc=f"{credentials}127.0.0.1:{proxy.port}")
-        overrides["postgres_dsn"] = urlunsplit(proxied)
+        overrides["postgres_dsn"] = proxy.routed(require_postgres())
     settings: ServerSettings = make_settings(**overrides)  # type: ignore[operator]
     try:
         async with contextlib.asynccontextmanager(lifespan_client)(create_app(settings)) as api:
