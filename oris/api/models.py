@@ -5,13 +5,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class Body(BaseModel):
     """Base of every request body."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
+        """PostgreSQL text cannot hold U+0000, so no declared string field may carry one, on
+        either backend. JSON values (``input``, ``output``, ``value``) are stored as escaped
+        JSON and may."""
+        if info.field_name is None or cls.model_fields[info.field_name].annotation is Any:
+            return value
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, str) and "\x00" in item for item in items):
+            raise ValueError("must not contain NUL (U+0000) characters")
+        return value
 
 
 class TimeoutPolicyBody(Body):

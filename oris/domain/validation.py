@@ -42,6 +42,13 @@ def optional_id(field: str, value: str | None) -> str | None:
     return check_id(field, trimmed)
 
 
+def check_text(field: str, value: str | None) -> str | None:
+    """Free text bound for a text column or a filter: PostgreSQL text cannot hold U+0000."""
+    if value is not None and "\x00" in value:
+        raise InvalidArgument(f"{field} must not contain NUL (U+0000) characters")
+    return value
+
+
 def check_priority(value: int | None) -> int:
     """Priority 0..100, default 0."""
     if value is None:

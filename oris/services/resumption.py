@@ -18,7 +18,7 @@ from oris.domain.states import (
     LeaseState,
 )
 from oris.domain.trace import TraceContext
-from oris.domain.validation import check_id, clamp_limit, require_id
+from oris.domain.validation import check_id, check_text, clamp_limit, require_id
 from oris.services import audit, events
 from oris.services.context import RequestContext
 from oris.services.incidents import check_freeze
@@ -49,8 +49,8 @@ async def list_interrupts(
 ) -> dict[str, Any]:
     """``InterruptListResponse``, newest first."""
     resolved = clamp_limit(limit, default=INTERRUPT_LIST_DEFAULT, maximum=INTERRUPT_LIST_MAX)
-    status = (status or "").strip() or None
-    run_id = (run_id or "").strip() or None
+    status = (check_text("status", status) or "").strip() or None
+    run_id = (check_text("run_id", run_id) or "").strip() or None
     async with db.read() as conn:
         rows = await interrupt_store.list_interrupts(
             conn, status=status, run_id=run_id, limit=resolved

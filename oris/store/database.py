@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from oris.config import Backend, ServerSettings
-from oris.domain.errors import Unavailable
+from oris.domain.errors import InvalidArgument, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE = "oris_write"
@@ -114,7 +114,17 @@ def create_engine(
     return engine
 
 
+_CHARACTER_NOT_IN_REPERTOIRE = "22021"
 _SQLITE_UNREACHABLE = ("unable to open database", "disk i/o error", "readonly database")
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    """The PostgreSQL error code behind a driver error, if any."""
+    original = getattr(error, "orig", None)
+    sqlstate = getattr(original, "sqlstate", None) or getattr(
+        getattr(original, "__cause__", None), "sqlstate", None
+    )
+    return sqlstate if isinstance(sqlstate, str) else None
 
 
 def is_connectivity_error(error: BaseException) -> bool:
@@ -129,10 +139,8 @@ def is_connectivity_error(error: BaseException) -> bool:
     message = str(original).lower()
     if any(marker in message for marker in _SQLITE_UNREACHABLE):
         return True
-    sqlstate = getattr(original, "sqlstate", None) or getattr(
-        getattr(original, "__cause__", None), "sqlstate", None
-    )
-    if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate.startswith("57P")):
+    sqlstate = _sqlstate(error)
+    if sqlstate is not None and (sqlstate.startswith("08") or sqlstate.startswith("57P")):
         return True
     cause = getattr(original, "__cause__", None)
     return isinstance(cause, OSError | ConnectionError) or isinstance(error, InterfaceError)
@@ -186,6 +194,12 @@ class Database:
             if is_connectivity_error(error):
                 raise Unavailable(
                     f"database unavailable ({self.target.backend.value}): {type(error).__name__}"
+                ) from error
+            if _sqlstate(error) == _CHARACTER_NOT_IN_REPERTOIRE:
+                # A U+0000 in a text parameter that no validation caught (a query filter):
+                # PostgreSQL refuses it, and that is the caller's input, not a server fault.
+                raise InvalidArgument(
+                    "text parameters must not contain NUL (U+0000) characters"
                 ) from error
             raise
 

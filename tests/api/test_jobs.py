@@ -296,3 +296,26 @@ async def test_cancelling_a_finished_job_is_a_conflict(api: httpx.AsyncClient) -
     await ack(api, "w1", dispatched["attempt_id"])
     error = await fails(api, "POST", "/v1/jobs/done/cancel", 409, {})
     assert "already finished" in error["message"]
+
+
+async def test_nul_characters_in_text_fields_are_400_and_json_values_keep_them(
+    api: httpx.AsyncClient,
+) -> None:
+    # PostgreSQL text cannot hold U+0000; both backends refuse it in declared string fields
+    # before anything is written, and keep it inside JSON values, which are stored escaped.
+    job = await run(api, "nul-1", input={"text": "a\u0000b"})
+    assert (await ok(api, "GET", "/v1/jobs/nul-1"))["input"] == {"text": "a\u0000b"}
+    error = await fails(api, "POST", "/v1/jobs/nul-1/cancel", 400, {"reason": "x\u0000y"})
+    assert error["details"]["fields"] == [
+        {"field": "reason", "message": "Value error, must not contain NUL (U+0000) characters"}
+    ]
+    assert (await ok(api, "GET", "/v1/jobs/nul-1"))["status"] == "queued"
+    error = await fails(
+        api, "POST", "/v1/workers/poll", 400, {"worker_id": "w", "workflows": ["\u0000"]}
+    )
+    assert error["details"]["fields"][0]["field"] == "workflows"
+    error = await fails(api, "GET", "/v1/audit/logs", 400, params={"resource_id": "nul\u0000"})
+    assert "NUL" in error["message"]
+    error = await fails(api, "GET", "/v1/interrupts", 400, params={"run_id": "\u0000"})
+    assert error["message"] == "run_id must not contain NUL (U+0000) characters"
+    assert job["attempt_id"]

@@ -20,7 +20,7 @@ from oris.api.models import (
 )
 from oris.domain.clock import to_rfc3339
 from oris.domain.errors import InvalidArgument
-from oris.domain.validation import clamp_limit
+from oris.domain.validation import check_text, clamp_limit
 from oris.services import audit, health, incidents, keys, resumption
 from oris.services.audit import AuditFilter
 from oris.services.context import RequestContext
@@ -137,7 +137,7 @@ async def audit_logs(
     resolved = clamp_limit(limit, default=AUDIT_DEFAULT_LIMIT, maximum=AUDIT_MAX_LIMIT)
 
     def blank(value: str | None) -> str | None:
-        return (value or "").strip() or None
+        return (check_text("audit filters", value) or "").strip() or None
 
     filters = AuditFilter(
         request_id=blank(request_id),
