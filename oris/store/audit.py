@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import bindparam, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.store.dialect import is_postgres
@@ -38,11 +41,10 @@ class AuditEntry:
     row_hash: str | None = None
 
 
-def chain_hash(entry: AuditEntry, prev_hash: str | None) -> str:
-    """SHA-256 over the previous row's hash and this row's content."""
-    content = dump_json(
+def _hashed_tail(entry: AuditEntry) -> bytes:
+    """The hashed content after the previous hash: a row's fields as JSON, without the ``[``."""
+    return orjson.dumps(
         [
-            prev_hash,
             entry.actor_type,
             entry.actor_id,
             entry.actor_role,
@@ -56,11 +58,17 @@ def chain_hash(entry: AuditEntry, prev_hash: str | None) -> str:
             entry.details,
             entry.created_at_ms,
         ]
-    )
-    return hashlib.sha256(content.encode()).hexdigest()
+    )[1:]
 
 
-_CHAIN_LOCK_STATEMENT = text("SELECT pg_advisory_xact_lock(:key)")
+def chain_hash(entry: AuditEntry, prev_hash: str | None) -> str:
+    """SHA-256 over the previous row's hash and this row's content: the JSON array
+    ``[prev_hash, actor_type, …, created_at_ms]``. PostgreSQL computes the same bytes in
+    :func:`append_sql` (the previous hash is hex or null, so its JSON needs no escaping)."""
+    head = b"[null," if prev_hash is None else b'["' + prev_hash.encode() + b'",'
+    return hashlib.sha256(head + _hashed_tail(entry)).hexdigest()
+
+
 _LAST_HASH = select(audit_logs.c.row_hash).order_by(audit_logs.c.audit_id.desc()).limit(1)
 _COLUMNS = (
     "actor_type",
@@ -75,39 +83,81 @@ _COLUMNS = (
     "source_addr",
     "details_json",
     "created_at_ms",
-    "prev_hash",
-    "row_hash",
 )
 # Built once: composing the insert per call cost more than running it.
 _INSERT = (
     audit_logs.insert()
-    .values({name: bindparam(f"v_{name}") for name in _COLUMNS})
+    .values({name: bindparam(f"v_{name}") for name in (*_COLUMNS, "prev_hash", "row_hash")})
     .returning(audit_logs.c.audit_id)
 )
 
 
-async def append(conn: AsyncConnection, entry: AuditEntry) -> int:
-    """Append a row linked to the previous one; returns its id."""
-    if is_postgres(conn):
-        # Concurrent writers must not both link to the same predecessor.
-        await conn.execute(_CHAIN_LOCK_STATEMENT, {"key": _AUDIT_CHAIN_LOCK})
-    prev_hash = (await conn.execute(_LAST_HASH)).scalar()
-    values = {
-        "v_actor_type": entry.actor_type,
-        "v_actor_id": entry.actor_id,
-        "v_actor_role": entry.actor_role,
-        "v_action": entry.action,
-        "v_resource_type": entry.resource_type,
-        "v_resource_id": entry.resource_id,
-        "v_result": entry.result,
-        "v_status_code": entry.status_code,
-        "v_request_id": entry.request_id,
-        "v_source_addr": entry.source_addr,
-        "v_details_json": None if entry.details is None else dump_json(entry.details),
-        "v_created_at_ms": entry.created_at_ms,
-        "v_prev_hash": prev_hash,
-        "v_row_hash": chain_hash(entry, prev_hash),
+def _values(entry: AuditEntry, prefix: str) -> dict[str, Any]:
+    return {
+        f"{prefix}actor_type": entry.actor_type,
+        f"{prefix}actor_id": entry.actor_id,
+        f"{prefix}actor_role": entry.actor_role,
+        f"{prefix}action": entry.action,
+        f"{prefix}resource_type": entry.resource_type,
+        f"{prefix}resource_id": entry.resource_id,
+        f"{prefix}result": entry.result,
+        f"{prefix}status_code": entry.status_code,
+        f"{prefix}request_id": entry.request_id,
+        f"{prefix}source_addr": entry.source_addr,
+        f"{prefix}details_json": None if entry.details is None else dump_json(entry.details),
+        f"{prefix}created_at_ms": entry.created_at_ms,
     }
+
+
+@functools.lru_cache(maxsize=8)
+def append_sql(prefix: str, source: str | None = None) -> str:
+    """PostgreSQL: an ``INSERT … SELECT`` that appends one linked row in a single statement,
+    with parameters named ``<prefix><column>`` (:func:`append_params`). The chain head
+    function (revision 0004) takes the chain lock and reads the previous hash after it is
+    granted; the row's hash is computed from it in the same statement. With ``source`` (the
+    name of a CTE), the row is written once per row of it: zero or one.
+
+    The lock is held until the transaction ends, so the statement belongs at the end of it."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    casts = ", ".join(
+        f"CAST(:{prefix}{name} AS {audit_logs.c[name].type.compile(dialect=dialect)})"
+        for name in _COLUMNS
+    )
+    head = f"SELECT oris_audit_chain_head(CAST(:{prefix}lock AS bigint)) AS prev_hash"
+    if source is not None:
+        head += f" FROM {source}"
+    digest = (
+        "encode(sha256(convert_to('[' || COALESCE('\"' || head.prev_hash || '\"', 'null') "
+        f"|| ',', 'UTF8') || CAST(:{prefix}tail AS bytea)), 'hex')"
+    )
+    return (
+        f"INSERT INTO {audit_logs.name} ({', '.join((*_COLUMNS, 'prev_hash', 'row_hash'))}) "
+        f"SELECT {casts}, head.prev_hash, {digest} FROM ({head}) AS head RETURNING audit_id"
+    )
+
+
+def append_params(entry: AuditEntry, prefix: str) -> dict[str, Any]:
+    """The parameters of :func:`append_sql` for ``entry``."""
+    values = _values(entry, prefix)
+    values[f"{prefix}lock"] = _AUDIT_CHAIN_LOCK
+    values[f"{prefix}tail"] = _hashed_tail(entry)
+    return values
+
+
+_APPEND_POSTGRES = text(append_sql("v_"))
+
+
+async def append(conn: AsyncConnection, entry: AuditEntry) -> int:
+    """Append a row linked to the previous one; returns its id. One statement on PostgreSQL,
+    whose chain lock is held until the caller's transaction commits."""
+    if is_postgres(conn):
+        result = await conn.execute(_APPEND_POSTGRES, append_params(entry, "v_"))
+        return int(result.scalar_one())
+    # SQLite: one writer at a time, so the head cannot move under us.
+    prev_hash = (await conn.execute(_LAST_HASH)).scalar()
+    values = _values(entry, "v_")
+    values["v_prev_hash"] = prev_hash
+    values["v_row_hash"] = chain_hash(entry, prev_hash)
     result = await conn.execute(_INSERT, values)
     return int(result.scalar_one())
 

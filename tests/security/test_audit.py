@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from sqlalchemy import text, update
 
@@ -114,3 +116,20 @@ async def test_the_hash_chain_names_the_first_altered_row(api: httpx.AsyncClient
     assert not broken.ok
     assert broken.first_bad_audit_id == target
     assert broken.problem == "row content does not match its hash"
+
+
+async def test_concurrent_writers_keep_one_unbroken_chain(api: httpx.AsyncClient) -> None:
+    # On PostgreSQL each row is linked by one statement that takes the chain lock and reads the
+    # head after it is granted; concurrent submits must still form a single chain.
+    await asyncio.gather(*(run(api, f"conc-{index}") for index in range(24)))
+    reasons = ["plain", "naïve — ünïcode ✓", 'quote " and \\ backslash', "tab\tand\nnewline"]
+    await asyncio.gather(
+        *(
+            ok(api, "POST", f"/v1/jobs/conc-{index}/cancel", {"reason": reason})
+            for index, reason in enumerate(reasons)
+        )
+    )
+    report = await ok(api, "GET", "/v1/audit/verify")
+    assert report == {"ok": True, "rows_checked": 28, "first_bad_audit_id": None, "problem": None}
+    logs = (await ok(api, "GET", "/v1/audit/logs", params={"action": "job.cancel"}))["logs"]
+    assert sorted(row["details"]["reason"] for row in logs) == sorted(reasons)
