@@ -20,6 +20,7 @@ __all__ = [
     "ChainReport",
     "list_logs",
     "record",
+    "success",
     "verify_chain",
     "write",
 ]
@@ -51,6 +52,27 @@ def _entry(
     )
 
 
+def success(
+    ctx: RequestContext,
+    *,
+    action: str,
+    resource_type: str,
+    resource_id: str | None,
+    details: dict[str, Any] | None = None,
+    status_code: int = 200,
+) -> AuditEntry:
+    """The row recording a successful action, for a statement that writes it with the change."""
+    return _entry(
+        ctx,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        result="success",
+        status_code=status_code,
+        details=details,
+    )
+
+
 async def write(
     conn: AsyncConnection,
     ctx: RequestContext,
@@ -62,14 +84,13 @@ async def write(
     status_code: int = 200,
 ) -> None:
     """Record a successful action in the caller's transaction: no audit row, no change."""
-    entry = _entry(
+    entry = success(
         ctx,
         action=action,
         resource_type=resource_type,
         resource_id=resource_id,
-        result="success",
-        status_code=status_code,
         details=details,
+        status_code=status_code,
     )
     try:
         await audit_store.append(conn, entry)

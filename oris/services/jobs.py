@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.clock import now_ms
@@ -46,6 +48,8 @@ from oris.store import leases as lease_store
 from oris.store.database import Database
 from oris.store.records import AttemptRecord, JobRecord, dump_json
 from oris.store.wakeup import CHANNEL as WORK_CHANNEL
+
+log = logging.getLogger("oris.jobs")
 
 DEFAULT_WORKFLOW = "echo"
 LIST_DEFAULT_LIMIT = 50
@@ -200,6 +204,10 @@ async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[st
     valid = validate_run(command, ctx.traceparent)
     payload_hash = valid.payload_hash()
     now = now_ms()
+    if valid.idempotency_key is None and db.is_postgres:
+        answer = await _run_new_thread_in_one_statement(db, ctx, valid, now)
+        if answer is not None:
+            return answer
     async with db.write() as conn:
         if valid.idempotency_key is not None:
             stored = await job_store.reserve_idempotency_key(
@@ -220,6 +228,7 @@ async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[st
                 )
                 return replayed
         response, notified = await _start_run(conn, ctx, valid, now)
+        assert response is not None  # only a new-only start answers None
         await db.work.signal(conn, notified=notified)
         if valid.idempotency_key is not None:
             await job_store.store_idempotent_response(conn, valid.idempotency_key, response)
@@ -246,6 +255,29 @@ async def _audit_run(
     )
 
 
+async def _run_new_thread_in_one_statement(
+    db: Database, ctx: RequestContext, valid: ValidRun, now: int
+) -> dict[str, Any] | None:
+    """PostgreSQL, the common submit (a new thread, no idempotency key): the job, its first
+    checkpoint, attempt and timeline event, the work ``NOTIFY`` and the audit row in one
+    statement that commits on its own, with no ``BEGIN``/``COMMIT`` round trips.
+
+    None when the thread exists or the statement failed for a reason other than an unreachable
+    database: it wrote nothing, and the transactional path does the work or names the error."""
+    try:
+        async with db.single() as conn:
+            answer, notified = await _start_run(conn, ctx, valid, now, audit_in_statement=True)
+            if answer is not None:
+                await db.work.signal(conn, notified=notified)
+    except DBAPIError as error:
+        log.warning(
+            "one-statement run failed; running it in a transaction",
+            extra={"thread_id": valid.thread_id, "error": type(error.orig).__name__},
+        )
+        return None
+    return answer
+
+
 def _replay_stored_run(
     valid: ValidRun, payload_hash: str, stored: tuple[str, str, str, Any]
 ) -> dict[str, Any]:
@@ -259,9 +291,17 @@ def _replay_stored_run(
 
 
 async def _start_run(
-    conn: AsyncConnection, ctx: RequestContext, valid: ValidRun, now: int
-) -> tuple[dict[str, Any], bool]:
-    """The run's rows and its answer; True when a statement already sent the work NOTIFY."""
+    conn: AsyncConnection,
+    ctx: RequestContext,
+    valid: ValidRun,
+    now: int,
+    *,
+    audit_in_statement: bool = False,
+) -> tuple[dict[str, Any] | None, bool]:
+    """The run's rows and its answer; True when a statement already sent the work NOTIFY.
+
+    With ``audit_in_statement`` (PostgreSQL), the new-thread statement also writes the run's
+    audit row, and an existing thread answers None with nothing written."""
     job_values: dict[str, Any] = {
         "status": JobStatus.QUEUED.value,
         "workflow": valid.workflow,
@@ -310,6 +350,15 @@ async def _start_run(
     # A new thread (the common case) is written in one statement on PostgreSQL.
     checkpoint_id = job_store.new_checkpoint_id()
     event = queued_event(1, checkpoint_id)
+    audit_entry = None
+    if audit_in_statement:
+        audit_entry = audit.success(
+            ctx,
+            action="job.run",
+            resource_type="thread",
+            resource_id=valid.thread_id,
+            details={"attempt_id": attempt_id, "run_no": 1, "workflow": valid.workflow},
+        )
     created = await job_store.insert_new_run(
         conn,
         job={
@@ -331,10 +380,13 @@ async def _start_run(
         attempt=first_attempt(1, checkpoint_id),
         events=[event],
         notify_channel=WORK_CHANNEL,
+        audit=audit_entry,
     )
     run_no = 1
     if created:
         events.note(conn, [event])
+    elif audit_in_statement:
+        return None, False
     else:
         existing = await job_store.get_job(conn, valid.thread_id, lock=True)
         if existing is None:  # deleted between the two statements: nothing deletes jobs

@@ -23,6 +23,9 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
+from oris.store.audit import AuditEntry
+from oris.store.audit import append_params as audit_append_params
+from oris.store.audit import append_sql as audit_append_sql
 from oris.store.dialect import in_list, insert_ignore, is_postgres, row_by_key
 from oris.store.records import (
     AttemptRecord,
@@ -60,11 +63,15 @@ async def insert_new_run(
     attempt: dict[str, Any],
     events: Sequence[dict[str, Any]],
     notify_channel: str | None = None,
+    audit: AuditEntry | None = None,
 ) -> bool:
     """A new thread: its job, start checkpoint, first attempt and timeline events, or nothing
     when the thread id exists (False). One statement on PostgreSQL, which also sends
-    ``NOTIFY notify_channel`` when it creates the thread and a channel is given."""
+    ``NOTIFY notify_channel`` when it creates the thread and a channel is given, and appends
+    ``audit`` to the audit chain (PostgreSQL only; the chain lock is then held to the commit)."""
     if not is_postgres(conn):
+        if audit is not None:
+            raise ValueError("the audit row joins the new-run statement on PostgreSQL only")
         if not await insert_ignore(conn, jobs, job):
             return False
         await conn.execute(checkpoints.insert().values(**checkpoint))
@@ -74,7 +81,9 @@ async def insert_new_run(
     rows = [(jobs, job), (checkpoints, checkpoint), (attempts, attempt)]
     rows += [(timeline_events, row) for row in event_rows(events)]
     statement = _new_run_statement(
-        tuple((table.name, tuple(row)) for table, row in rows), notify_channel is not None
+        tuple((table.name, tuple(row)) for table, row in rows),
+        notify_channel is not None,
+        audit is not None,
     )
     params = {
         f"p{index}_{column}": value
@@ -83,11 +92,18 @@ async def insert_new_run(
     }
     if notify_channel is not None:
         params["notify_channel"] = notify_channel
+    if audit is not None:
+        params.update(audit_append_params(audit, _AUDIT_PREFIX))
     return bool((await conn.execute(statement, params)).scalar_one())
 
 
+_AUDIT_PREFIX = "audit_"
+
+
 @functools.lru_cache(maxsize=64)
-def _new_run_statement(shape: tuple[tuple[str, tuple[str, ...]], ...], notify: bool) -> TextClause:
+def _new_run_statement(
+    shape: tuple[tuple[str, tuple[str, ...]], ...], notify: bool, audited: bool
+) -> TextClause:
     """The PostgreSQL statement of :func:`insert_new_run` for rows with these columns.
 
     Built as text once per shape (a run's rows always have the same columns): composing it as
@@ -115,6 +131,9 @@ def _new_run_statement(shape: tuple[tuple[str, tuple[str, ...]], ...], notify: b
             f"new_{index} AS (INSERT INTO {table_name} ({', '.join(columns)}) "
             f"SELECT {values(index, table_name, columns)} FROM new_job RETURNING 1)"
         )
+    if audited:
+        # The chain lock it takes is held until the statement commits: short.
+        parts.append(f"new_audit AS ({audit_append_sql(_AUDIT_PREFIX, 'new_job')})")
     if not notify:
         return text(f"WITH {', '.join(parts)} SELECT count(*) FROM new_job")
     # pg_notify is volatile, so the planner keeps the call although nothing reads its value.

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from tests.api.helpers import ack, fails, ok, poll, run, status_of
+from tests.api.test_scheduler import runtime_of
 
 
 async def test_run_queues_the_job_and_returns_at_once(api: httpx.AsyncClient) -> None:
@@ -319,3 +322,38 @@ async def test_nul_characters_in_text_fields_are_400_and_json_values_keep_them(
     error = await fails(api, "GET", "/v1/interrupts", 400, params={"run_id": "\u0000"})
     assert error["message"] == "run_id must not contain NUL (U+0000) characters"
     assert job["attempt_id"]
+
+
+async def test_a_new_thread_is_one_self_committing_statement_on_postgres(
+    api: httpx.AsyncClient,
+) -> None:
+    rt = runtime_of(api)
+    sent: list[tuple[str, object]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "runtime_api_keys" not in statement:  # the once-a-second check for managed keys
+            sent.append((statement, conn.get_execution_options().get("isolation_level")))
+
+    engine = rt.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        await run(api, "one-statement")
+        fresh = list(sent)
+        await ack(api, "w1", (await poll(api))["attempt_id"])
+        sent.clear()
+        rerun = await run(api, "one-statement")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert rerun["run_no"] == 2
+    written = " ".join(statement for statement, _ in fresh)
+    assert "INSERT INTO runtime_jobs" in written
+    assert "INSERT INTO runtime_audit_logs" in written
+    if rt.db.is_postgres:
+        # Job, checkpoint, attempt, event, NOTIFY and the audit row: one statement, no BEGIN.
+        assert [level for _, level in fresh] == ["AUTOCOMMIT"]
+        # An existing thread: the statement writes nothing, and a transaction does the rerun.
+        assert sent[0][1] == "AUTOCOMMIT"
+        assert {level for _, level in sent[1:]} == {None}
+    report = await ok(api, "GET", "/v1/audit/verify")
+    assert report["ok"] is True
+    assert report["rows_checked"] == 2
