@@ -55,7 +55,7 @@ class Target:
 
 
 def create_engine(
-    target: Target, *, application_name: str = "oris", pool_size: int = 10
+    target: Target, *, application_name: str = "oris", pool_size: int = 20
 ) -> AsyncEngine:
     """Build an async engine; PostgreSQL sessions use the runtime schema as their search path."""
     if target.backend is Backend.POSTGRES:
