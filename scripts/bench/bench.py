@@ -33,6 +33,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from loadgen import LoadClient
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / ".bench"
@@ -1130,6 +1131,7 @@ class Bench:
                 "jobs_per_s": summary([r.get("jobs_per_s") for r in rs]),
                 "p95_ms": summary([r.get("p95_ms") for r in rs]),
                 "server_cpu_ms_per_job": summary([r.get("server_cpu_ms_per_job") for r in rs]),
+                "client_cpu_ms_per_job": summary([r.get("client_cpu_ms_per_job") for r in rs]),
                 "runs": rs,
             }
             for s, rs in runs.items()
@@ -1850,13 +1852,22 @@ async def closed_loop_grouped(
     }
 
 
-async def closed_loop_submit(url: str, n: int, clients: int, run: int) -> Json:
-    from oris.client import OrisClient
-    from oris.config import ClientSettings
+async def submit_run(client: LoadClient, body: Json) -> None:
+    """``POST /v1/jobs/run`` through the lean load generator; raises unless the job queued."""
+    status, answer = await client.post_json("/v1/jobs/run", body)
+    if status != 200 or answer.get("data", {}).get("status") != "queued":
+        raise RuntimeError(f"run answered {status}: {str(answer)[:200]}")
 
-    async with OrisClient(ClientSettings(server_url=url)) as client:
-        calls = [lambda i=i: client.run_job(f"submit-{run}-{i}", {"i": i}) for i in range(n)]
+
+async def closed_loop_submit(url: str, n: int, clients: int, run: int) -> Json:
+    async with LoadClient(url) as client:
+        calls = [
+            lambda i=i: submit_run(client, {"thread_id": f"submit-{run}-{i}", "input": {"i": i}})
+            for i in range(n)
+        ]
+        cpu_started = time.process_time()
         result = await closed_loop(calls, clients)
+        client_cpu = time.process_time() - cpu_started
     return {
         "n": n,
         "clients": clients,
@@ -1865,6 +1876,7 @@ async def closed_loop_submit(url: str, n: int, clients: int, run: int) -> Json:
         "p50_ms": result["p50_ms"],
         "p95_ms": result["p95_ms"],
         "errors": result["errors"],
+        "client_cpu_ms_per_job": 1000 * client_cpu / max(n, 1),
     }
 
 
@@ -1872,21 +1884,21 @@ async def open_loop_submit(
     url: str, rate: int, seconds: float, prefix: str
 ) -> tuple[dict[str, float], list[float], list[float]]:
     """Submit ``rate`` jobs per second for ``seconds``; returns thread → submit time (epoch s)."""
-    from oris.client import OrisClient
-    from oris.config import ClientSettings
-
     submitted: dict[str, float] = {}
     latencies: list[float] = []
     behind: list[float] = []
     limiter = asyncio.Semaphore(64)
-    async with OrisClient(ClientSettings(server_url=url)) as client:
+    async with LoadClient(url) as client:
 
         async def one(index: int) -> None:
             thread = f"{prefix}{index}"
             async with limiter:
                 t_submit = time.time()
                 t0 = time.perf_counter()
-                await client.run_job(thread, {"t": t_submit}, workflow="bench_stamp")
+                await submit_run(
+                    client,
+                    {"thread_id": thread, "input": {"t": t_submit}, "workflow": "bench_stamp"},
+                )
                 latencies.append((time.perf_counter() - t0) * 1000)
                 submitted[thread] = t_submit
 
@@ -2346,6 +2358,8 @@ def print_report(results: Json) -> None:
             add(row(name, data["jobs_per_s"], "jobs/s"))
             if name == "oris" and "server_cpu_ms_per_job" in data:
                 add(row("oris server CPU per submit", data["server_cpu_ms_per_job"], "ms"))
+            if name == "oris" and "client_cpu_ms_per_job" in data:
+                add(row("load generator CPU per submit", data["client_cpu_ms_per_job"], "ms"))
         ours = med(results, "submit", "oris", "jobs_per_s")
         for peer_name in ("pgqueuer", "procrastinate"):
             r = ratio(ours, med(results, "submit", peer_name, "jobs_per_s"))
