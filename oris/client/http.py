@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import orjson
 
+from oris.client.transport import LeanTransport
 from oris.config import ClientSettings
 
 
@@ -59,8 +60,7 @@ class OrisClient:
             base_url=self.settings.server_url.rstrip("/"),
             headers={"user-agent": "oris-client", **auth_headers(self.settings)},
             timeout=self.settings.request_timeout_seconds,
-            transport=transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            transport=transport or LeanTransport(),
         )
 
     async def __aenter__(self) -> OrisClient:
