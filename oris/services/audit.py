@@ -54,23 +54,17 @@ def _entry(
 
 def success(
     ctx: RequestContext,
-    *,
     action: str,
-    resource_type: str,
-    resource_id: str | None,
-    details: dict[str, Any] | None = None,
+    resource: tuple[str, str | None],
+    details: dict[str, Any] | None,
     status_code: int = 200,
 ) -> AuditEntry:
-    """The row recording a successful action, for a statement that writes it with the change."""
+    """The row recording a successful action: ``resource`` is (type, id)."""
+    kind, key = resource
     return _entry(
-        ctx,
-        action=action,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        result="success",
-        status_code=status_code,
-        details=details,
-    )
+        ctx, action=action, resource_type=kind, resource_id=key, result="success",
+        status_code=status_code, details=details,
+    )  # fmt: skip
 
 
 async def write(
@@ -84,14 +78,7 @@ async def write(
     status_code: int = 200,
 ) -> None:
     """Record a successful action in the caller's transaction: no audit row, no change."""
-    entry = success(
-        ctx,
-        action=action,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        details=details,
-        status_code=status_code,
-    )
+    entry = success(ctx, action, (resource_type, resource_id), details, status_code)
     try:
         await audit_store.append(conn, entry)
     except OrisError:

@@ -228,7 +228,7 @@ async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[st
                 )
                 return replayed
         response, notified = await _start_run(conn, ctx, valid, now)
-        assert response is not None  # only a new-only start answers None
+        assert response is not None  # only the one-statement start answers None
         await db.work.signal(conn, notified=notified)
         if valid.idempotency_key is not None:
             await job_store.store_idempotent_response(conn, valid.idempotency_key, response)
@@ -354,10 +354,9 @@ async def _start_run(
     if audit_in_statement:
         audit_entry = audit.success(
             ctx,
-            action="job.run",
-            resource_type="thread",
-            resource_id=valid.thread_id,
-            details={"attempt_id": attempt_id, "run_no": 1, "workflow": valid.workflow},
+            "job.run",
+            ("thread", valid.thread_id),
+            {"attempt_id": attempt_id, "run_no": 1, "workflow": valid.workflow},
         )
     created = await job_store.insert_new_run(
         conn,

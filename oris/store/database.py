@@ -188,22 +188,25 @@ class Database:
         submit's). After-commit callbacks run when the block exits without an error."""
         if not self.is_postgres:
             raise RuntimeError("single-statement writes are for PostgreSQL")
-        try:
-            async with self.engine.connect() as raw:
-                conn = await raw.execution_options(isolation_level="AUTOCOMMIT")
-                yield conn
-                for callback in conn.info.pop(_AFTER_COMMIT, []):
-                    callback()
-        except (TimeoutError, DBAPIError, OSError, ConnectionError) as error:
-            self._raise_translated(error)
-            raise
+        async with self._connection({"isolation_level": "AUTOCOMMIT"}, begin=False) as conn:
+            yield conn
 
     @contextlib.asynccontextmanager
     async def _transaction(self, *, write: bool) -> AsyncIterator[AsyncConnection]:
+        async with self._connection({_WRITE: write}, begin=True) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, options: dict[str, Any], *, begin: bool
+    ) -> AsyncIterator[AsyncConnection]:
         try:
             async with self.engine.connect() as raw:
-                conn = await raw.execution_options(**{_WRITE: write})
-                async with conn.begin():
+                conn = await raw.execution_options(**options)
+                if begin:
+                    async with conn.begin():
+                        yield conn
+                else:
                     yield conn
                 for callback in conn.info.pop(_AFTER_COMMIT, []):
                     callback()
