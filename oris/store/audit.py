@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 from dataclasses import dataclass
@@ -9,10 +10,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import bindparam, select, text
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oris.store.dialect import is_postgres
+from oris.store.dialect import is_postgres, pg_cast_type
 from oris.store.records import dump_json, load_json
 from oris.store.tables import audit_logs
 
@@ -118,10 +118,8 @@ def append_sql(prefix: str, source: str | None = None) -> str:
     name of a CTE), the row is written once per row of it: zero or one.
 
     The lock is held until the transaction ends, so the statement belongs at the end of it."""
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     casts = ", ".join(
-        f"CAST(:{prefix}{name} AS {audit_logs.c[name].type.compile(dialect=dialect)})"
-        for name in _COLUMNS
+        f"CAST(:{prefix}{name} AS {pg_cast_type(audit_logs, name)})" for name in _COLUMNS
     )
     head = f"SELECT oris_audit_chain_head(CAST(:{prefix}lock AS bigint)) AS prev_hash"
     if source is not None:
@@ -136,8 +134,21 @@ def append_sql(prefix: str, source: str | None = None) -> str:
     )
 
 
+def fit(entry: AuditEntry) -> AuditEntry:
+    """The entry with each text field cut to its column's length, before it is hashed: a
+    refused request's path parameter may be any length, and its row must still be written
+    and verify."""
+    clipped: dict[str, Any] = {}
+    for name in ("actor_id", "action", "resource_type", "resource_id", "request_id", "source_addr"):
+        value = getattr(entry, name)
+        length = getattr(audit_logs.c[name].type, "length", None)
+        if isinstance(value, str) and length is not None and len(value) > length:
+            clipped[name] = value[:length]
+    return dataclasses.replace(entry, **clipped) if clipped else entry
+
+
 def append_params(entry: AuditEntry, prefix: str) -> dict[str, Any]:
-    """The parameters of :func:`append_sql` for ``entry``."""
+    """The parameters of :func:`append_sql` for ``entry`` (already :func:`fit`)."""
     values = _values(entry, prefix)
     values[f"{prefix}lock"] = _AUDIT_CHAIN_LOCK
     values[f"{prefix}tail"] = _hashed_tail(entry)
@@ -150,6 +161,7 @@ _APPEND_POSTGRES = text(append_sql("v_"))
 async def append(conn: AsyncConnection, entry: AuditEntry) -> int:
     """Append a row linked to the previous one; returns its id. One statement on PostgreSQL,
     whose chain lock is held until the caller's transaction commits."""
+    entry = fit(entry)
     if is_postgres(conn):
         result = await conn.execute(_APPEND_POSTGRES, append_params(entry, "v_"))
         return int(result.scalar_one())

@@ -5,9 +5,19 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Table, any_, bindparam, select
+from sqlalchemy import ColumnElement, Select, String, Table, Text, any_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+def pg_cast_type(table: Table, column: str) -> str:
+    """The PostgreSQL type to cast a bound value to before it is written to ``column``:
+    the column's type without a length. An explicit cast to ``VARCHAR(n)`` silently cuts a
+    longer value; without the length, the assignment to the column refuses it instead."""
+    column_type = table.c[column].type
+    if isinstance(column_type, String):
+        return "TEXT" if isinstance(column_type, Text) else "VARCHAR"
+    return str(column_type.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
 
 
 def is_postgres(conn: AsyncConnection) -> bool:

@@ -19,14 +19,14 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
 from oris.store.audit import AuditEntry
 from oris.store.audit import append_params as audit_append_params
 from oris.store.audit import append_sql as audit_append_sql
-from oris.store.dialect import in_list, insert_ignore, is_postgres, row_by_key
+from oris.store.audit import fit as audit_fit
+from oris.store.dialect import in_list, insert_ignore, is_postgres, pg_cast_type, row_by_key
 from oris.store.records import (
     AttemptRecord,
     CheckpointRecord,
@@ -93,7 +93,7 @@ async def insert_new_run(
     if notify_channel is not None:
         params["notify_channel"] = notify_channel
     if audit is not None:
-        params.update(audit_append_params(audit, _AUDIT_PREFIX))
+        params.update(audit_append_params(audit_fit(audit), _AUDIT_PREFIX))
     return bool((await conn.execute(statement, params)).scalar_one())
 
 
@@ -111,13 +111,11 @@ def _new_run_statement(
     The job row is inserted ``ON CONFLICT DO NOTHING``; every other row is selected from its
     ``RETURNING``, so nothing is written when the thread exists.
     """
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
 
     def values(index: int, table_name: str, columns: tuple[str, ...]) -> str:
         table = _TABLES[table_name]
         return ", ".join(
-            f"CAST(:p{index}_{column} AS {table.c[column].type.compile(dialect=dialect)})"
-            for column in columns
+            f"CAST(:p{index}_{column} AS {pg_cast_type(table, column)})" for column in columns
         )
 
     (job_table, job_columns), *following = shape

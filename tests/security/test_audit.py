@@ -133,3 +133,16 @@ async def test_concurrent_writers_keep_one_unbroken_chain(api: httpx.AsyncClient
     assert report == {"ok": True, "rows_checked": 28, "first_bad_audit_id": None, "problem": None}
     logs = (await ok(api, "GET", "/v1/audit/logs", params={"action": "job.cancel"}))["logs"]
     assert sorted(row["details"]["reason"] for row in logs) == sorted(reasons)
+
+
+async def test_a_refused_request_with_an_overlong_resource_id_keeps_the_chain_intact(
+    api: httpx.AsyncClient,
+) -> None:
+    await run(api, "long-1")
+    long_id = "x" * 300
+    await fails(api, "POST", f"/v1/jobs/{long_id}/cancel", 400, {})
+    logs = (await ok(api, "GET", "/v1/audit/logs", params={"action": "job.cancel"}))["logs"]
+    assert [row["resource_id"] for row in logs] == ["x" * 256]
+    report = await ok(api, "GET", "/v1/audit/verify")
+    assert report["ok"] is True
+    assert report["rows_checked"] == 2
