@@ -3,7 +3,7 @@ ignored, as upstream does."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -12,14 +12,18 @@ class Body(BaseModel):
     """Base of every request body."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
+    # Whether the string fields end up in text columns or filters (False: only inside JSON).
+    text_columns: ClassVar[bool] = True
 
     @field_validator("*", mode="after")
     @classmethod
     def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
-        """PostgreSQL text cannot hold U+0000, so no declared string field may carry one, on
-        either backend. JSON values (``input``, ``output``, ``value``) are stored as escaped
-        JSON and may."""
-        if info.field_name is None or cls.model_fields[info.field_name].annotation is Any:
+        """PostgreSQL text cannot hold U+0000, so no string field bound for a text column may
+        carry one, on either backend. JSON values (``input``, ``output``, ``value``, an ack's
+        ``error``) are stored as escaped JSON and may."""
+        if not cls.text_columns or info.field_name is None:
+            return value
+        if cls.model_fields[info.field_name].annotation is Any:
             return value
         items = value if isinstance(value, list) else [value]
         if any(isinstance(item, str) and "\x00" in item for item in items):
@@ -120,6 +124,7 @@ class ErrorBody(Body):
     """What went wrong in a failed attempt."""
 
     model_config = ConfigDict(strict=True, extra="allow")
+    text_columns: ClassVar[bool] = False  # stored as the attempt's error JSON
 
     message: str | None = None
     type: str | None = None

@@ -321,6 +321,10 @@ async def test_nul_characters_in_text_fields_are_400_and_json_values_keep_them(
     assert "NUL" in error["message"]
     error = await fails(api, "GET", "/v1/interrupts", 400, params={"run_id": "\u0000"})
     assert error["message"] == "run_id must not contain NUL (U+0000) characters"
+    # An ack's error is stored as JSON: a NUL in its message is kept, and the batch goes through.
+    lease = await poll(api)
+    await ack(api, "w1", lease["attempt_id"], status="failed", error={"message": "bad\u0000byte"})
+    assert (await ok(api, "GET", "/v1/jobs/nul-1/detail"))["error"]["message"] == "bad\u0000byte"
     assert job["attempt_id"]
 
 
