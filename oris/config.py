@@ -46,7 +46,7 @@ class ServerSettings(BaseSettings):
     runtime_dsn: SecretStr | None = None
     postgres_schema: str = "oris_runtime"
     postgres_require_schema: bool = True
-    postgres_pool_size: Annotated[int, Field(ge=1, le=200)] = 20
+    postgres_pool_size: Annotated[int, Field(ge=1, le=200)] = 16
 
     api_auth_bearer_token: SecretStr | None = None
     api_auth_api_key: SecretStr | None = None

@@ -55,14 +55,16 @@ class Target:
 
 
 def create_engine(
-    target: Target, *, application_name: str = "oris", pool_size: int = 20
+    target: Target, *, application_name: str = "oris", pool_size: int = 16
 ) -> AsyncEngine:
     """Build an async engine; PostgreSQL sessions use the runtime schema as their search path."""
     if target.backend is Backend.POSTGRES:
         return create_async_engine(
             target.url,
             pool_size=pool_size,
-            max_overflow=pool_size,
+            # Overflow connections are closed when returned, so the kept pool is what serves
+            # the usual concurrency; a quarter more absorbs bursts.
+            max_overflow=max(pool_size // 4, 1),
             pool_pre_ping=False,
             pool_recycle=1800,
             connect_args={
@@ -140,7 +142,10 @@ def is_connectivity_error(error: BaseException) -> bool:
     if any(marker in message for marker in _SQLITE_UNREACHABLE):
         return True
     sqlstate = _sqlstate(error)
-    if sqlstate is not None and (sqlstate.startswith("08") or sqlstate.startswith("57P")):
+    # 08: connection exceptions; 57P: shutdown; 53300: the server's connection slots are full.
+    if sqlstate is not None and (
+        sqlstate.startswith("08") or sqlstate.startswith("57P") or sqlstate == "53300"
+    ):
         return True
     cause = getattr(original, "__cause__", None)
     return isinstance(cause, OSError | ConnectionError) or isinstance(error, InterfaceError)
@@ -203,12 +208,17 @@ class Database:
         try:
             async with self.engine.connect() as raw:
                 conn = await raw.execution_options(**options)
-                if begin:
-                    async with conn.begin():
+                try:
+                    if begin:
+                        async with conn.begin():
+                            yield conn
+                    else:
                         yield conn
-                else:
-                    yield conn
-                for callback in conn.info.pop(_AFTER_COMMIT, []):
+                finally:
+                    # ``info`` belongs to the pooled connection: callbacks of work that did not
+                    # commit must not fire after the next borrower's commit.
+                    callbacks = conn.info.pop(_AFTER_COMMIT, [])
+                for callback in callbacks:
                     callback()
         except (TimeoutError, DBAPIError, OSError, ConnectionError) as error:
             self._raise_translated(error)

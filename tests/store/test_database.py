@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from oris.domain.errors import InvalidArgument
 from oris.services.runtime import Runtime
+from oris.store.database import after_commit
 from oris.store.tables import jobs
 
 
@@ -21,3 +22,19 @@ async def test_a_nul_character_that_reaches_the_database_is_the_callers_error(rt
     else:
         async with rt.db.read() as conn:
             assert (await conn.execute(statement)).first() is None
+
+
+async def test_after_commit_callbacks_of_a_failed_transaction_never_fire(rt: Runtime) -> None:
+    # Callbacks live on the pooled driver connection; a rolled-back transaction's must not be
+    # run by the next transaction that commits on that connection.
+    fired: list[str] = []
+    with pytest.raises(RuntimeError):
+        async with rt.db.write() as conn:
+            after_commit(conn, lambda: fired.append("rolled back"))
+            raise RuntimeError("abort")
+    for _ in range(5):
+        async with rt.db.write() as conn:
+            await conn.execute(select(jobs.c.thread_id).limit(1))
+    async with rt.db.write() as conn:
+        after_commit(conn, lambda: fired.append("committed"))
+    assert fired == ["committed"]
