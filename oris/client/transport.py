@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import httptools
 import httpx
 
+MAX_CONNECTIONS = 64
 MAX_IDLE_PER_HOST = 32
+# uvicorn closes a keep-alive connection after 5 s of silence; one idle longer than this is
+# dropped rather than risk writing a request into a connection the server is closing.
+IDLE_SECONDS = 4.0
+_FORBIDDEN_IN_HEADERS = (b"\r", b"\n", b"\x00")
 
 
 class _Response:
@@ -44,15 +50,18 @@ class _Response:
 
 
 class _Connection:
-    __slots__ = ("reader", "writer")
+    __slots__ = ("idle_since", "reader", "writer")
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_since = 0.0
 
     @property
     def reusable(self) -> bool:
-        """Not closed by either side while it sat idle."""
+        """Not closed by either side while it sat idle, and not idle for long."""
+        if time.monotonic() - self.idle_since > IDLE_SECONDS:
+            return False
         return not (self.writer.is_closing() or self.reader.at_eof())
 
     def close(self) -> None:
@@ -70,25 +79,33 @@ class LeanTransport(httpx.AsyncBaseTransport):
     def __init__(self, fallback: httpx.AsyncBaseTransport | None = None) -> None:
         self._fallback = fallback or httpx.AsyncHTTPTransport()
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
-        if url.scheme != "http" or request.method == "HEAD":
-            # A HEAD answer has no body whatever its length says; nothing here sends one.
+        if (
+            url.scheme != "http"
+            or request.method == "HEAD"  # its answer has no body, whatever its length says
+            or "transfer-encoding" in request.headers  # a streamed body, sent in chunks
+        ):
             return await self._fallback.handle_async_request(request)
         key = (url.host, url.port or 80)
         payload = await request.aread()
         head = [request.method.encode(), b" ", url.raw_path, b" HTTP/1.1\r\n"]
         for name, value in request.headers.raw:
+            if any(bad in name or bad in value for bad in _FORBIDDEN_IN_HEADERS):
+                raise httpx.LocalProtocolError(f"illegal character in header {name!r}")
             head += (name, b": ", value, b"\r\n")
         head.append(b"\r\n")
         message = b"".join(head) + payload
-        connection = await self._checkout(key, request)
-        try:
-            status, answer = await self._exchange(connection, message, request)
-        except BaseException:
-            connection.close()
-            raise
+        async with self._slots:
+            connection = await self._checkout(key, request)
+            try:
+                status, answer = await self._exchange(connection, message, request)
+            except BaseException:
+                connection.close()
+                raise
         return httpx.Response(
             status,
             headers=answer.headers,
@@ -140,18 +157,17 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 parser.feed_data(data)
             except httptools.HttpParserError as error:
                 raise httpx.RemoteProtocolError(f"malformed response: {error}") from error
-        if answer.keep_alive:
-            key = (request.url.host, request.url.port or 80)
-            idle = self._idle.setdefault(key, [])
-            if len(idle) < MAX_IDLE_PER_HOST:
-                idle.append(connection)
-            else:
-                connection.close()
+        key = (request.url.host, request.url.port or 80)
+        idle = self._idle.setdefault(key, [])
+        if answer.keep_alive and not self._closed and len(idle) < MAX_IDLE_PER_HOST:
+            connection.idle_since = time.monotonic()
+            idle.append(connection)
         else:
             connection.close()
         return parser.get_status_code(), answer
 
     async def aclose(self) -> None:
+        self._closed = True  # requests still in flight close their connections when done
         idle, self._idle = self._idle, {}
         for connections in idle.values():
             for connection in connections:

@@ -174,3 +174,23 @@ async def test_a_cancelled_request_does_not_leave_its_connection_for_reuse(
         # A late answer to /hang must not be read as the answer to the next request.
         assert (await http.get("/next")).json()["data"] == "ok"
     assert server.connections == 2
+
+
+async def test_header_values_cannot_smuggle_headers(serve: Serve) -> None:
+    server = await serve(lambda _: envelope("ok"))
+    async with httpx.AsyncClient(base_url=server.url, transport=LeanTransport()) as http:
+        with pytest.raises(httpx.LocalProtocolError):
+            await http.get("/x", headers={"traceparent": "00-1\r\nx-admin: yes"})
+    assert server.requests == []
+
+
+async def test_a_connection_idle_past_the_servers_keep_alive_is_not_reused(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("oris.client.transport.IDLE_SECONDS", 0.0)
+    server = await serve(lambda _: envelope("ok"))
+    async with client(server.url) as api:
+        assert await api.request("GET", "/a") == "ok"
+        await asyncio.sleep(0.01)
+        assert await api.request("GET", "/b") == "ok"
+    assert server.connections == 2
