@@ -216,8 +216,11 @@ class Database:
                         yield conn
                 finally:
                     # ``info`` belongs to the pooled connection: callbacks of work that did not
-                    # commit must not fire after the next borrower's commit.
-                    callbacks = conn.info.pop(_AFTER_COMMIT, [])
+                    # commit must not fire after the next borrower's commit. (An invalidated
+                    # connection's ``info`` is cleared when it reconnects; reading it here would
+                    # try to reconnect.)
+                    broken = conn.invalidated or conn.closed
+                    callbacks = [] if broken else conn.info.pop(_AFTER_COMMIT, [])
                 for callback in callbacks:
                     callback()
         except (TimeoutError, DBAPIError, OSError, ConnectionError) as error:
