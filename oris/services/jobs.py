@@ -204,8 +204,9 @@ async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[st
     valid = validate_run(command, ctx.traceparent)
     payload_hash = valid.payload_hash()
     now = now_ms()
+    thread_exists = False
     if valid.idempotency_key is None and db.is_postgres:
-        answer = await _run_new_thread_in_one_statement(db, ctx, valid, now)
+        answer, thread_exists = await _run_new_thread_in_one_statement(db, ctx, valid, now)
         if answer is not None:
             return answer
     async with db.write() as conn:
@@ -227,7 +228,7 @@ async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[st
                     {"idempotent_replay": True, "attempt_id": replayed.get("attempt_id")},
                 )
                 return replayed
-        response, notified = await _start_run(conn, ctx, valid, now)
+        response, notified = await _start_run(conn, ctx, valid, now, thread_exists=thread_exists)
         assert response is not None  # only the one-statement start answers None
         await db.work.signal(conn, notified=notified)
         if valid.idempotency_key is not None:
@@ -257,13 +258,14 @@ async def _audit_run(
 
 async def _run_new_thread_in_one_statement(
     db: Database, ctx: RequestContext, valid: ValidRun, now: int
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any] | None, bool]:
     """PostgreSQL, the common submit (a new thread, no idempotency key): the job, its first
     checkpoint, attempt and timeline event, the work ``NOTIFY`` and the audit row in one
     statement that commits on its own, with no ``BEGIN``/``COMMIT`` round trips.
 
-    None when the thread exists or the statement failed for a reason other than an unreachable
-    database: it wrote nothing, and the transactional path does the work or names the error."""
+    The answer, or None when the thread exists (second value True) or the statement failed
+    for a reason other than an unreachable database: it wrote nothing, and the transactional
+    path does the work or names the error."""
     try:
         async with db.single() as conn:
             answer, notified = await _start_run(conn, ctx, valid, now, audit_in_statement=True)
@@ -274,8 +276,8 @@ async def _run_new_thread_in_one_statement(
             "one-statement run failed; running it in a transaction",
             extra={"thread_id": valid.thread_id, "error": type(error.orig).__name__},
         )
-        return None
-    return answer
+        return None, False
+    return answer, answer is None
 
 
 def _replay_stored_run(
@@ -297,11 +299,13 @@ async def _start_run(
     now: int,
     *,
     audit_in_statement: bool = False,
+    thread_exists: bool = False,
 ) -> tuple[dict[str, Any] | None, bool]:
     """The run's rows and its answer; True when a statement already sent the work NOTIFY.
 
     With ``audit_in_statement`` (PostgreSQL), the new-thread statement also writes the run's
-    audit row, and an existing thread answers None with nothing written."""
+    audit row, and an existing thread answers None with nothing written. ``thread_exists``:
+    that statement already found the thread (jobs are never deleted), so do not try again."""
     job_values: dict[str, Any] = {
         "status": JobStatus.QUEUED.value,
         "workflow": valid.workflow,
@@ -358,7 +362,7 @@ async def _start_run(
             ("thread", valid.thread_id),
             {"attempt_id": attempt_id, "run_no": 1, "workflow": valid.workflow},
         )
-    created = await job_store.insert_new_run(
+    created = not thread_exists and await job_store.insert_new_run(
         conn,
         job={
             "thread_id": valid.thread_id,

@@ -134,21 +134,28 @@ def append_sql(prefix: str, source: str | None = None) -> str:
     )
 
 
-def fit(entry: AuditEntry) -> AuditEntry:
-    """The entry with each text field cut to its column's length, before it is hashed: a
-    refused request's path parameter may be any length, and its row must still be written
-    and verify."""
-    clipped: dict[str, Any] = {}
-    for name in ("actor_id", "action", "resource_type", "resource_id", "request_id", "source_addr"):
-        value = getattr(entry, name)
-        length = getattr(audit_logs.c[name].type, "length", None)
-        if isinstance(value, str) and length is not None and len(value) > length:
-            clipped[name] = value[:length]
+# Text fields a caller may fill with anything (a refused request's path parameter), and the
+# lengths of their columns.
+_LENGTHS = {
+    name: audit_logs.c[name].type.length  # type: ignore[attr-defined]
+    for name in ("actor_id", "action", "resource_type", "resource_id", "request_id", "source_addr")
+}
+
+
+def _fit(entry: AuditEntry) -> AuditEntry:
+    """The entry with each text field cut to its column's length, before it is hashed, so an
+    overlong value is written and still verifies."""
+    clipped: dict[str, Any] = {
+        name: value[:length]
+        for name, length in _LENGTHS.items()
+        if isinstance(value := getattr(entry, name), str) and len(value) > length
+    }
     return dataclasses.replace(entry, **clipped) if clipped else entry
 
 
 def append_params(entry: AuditEntry, prefix: str) -> dict[str, Any]:
-    """The parameters of :func:`append_sql` for ``entry`` (already :func:`fit`)."""
+    """The parameters of :func:`append_sql` for ``entry``."""
+    entry = _fit(entry)
     values = _values(entry, prefix)
     values[f"{prefix}lock"] = _AUDIT_CHAIN_LOCK
     values[f"{prefix}tail"] = _hashed_tail(entry)
@@ -161,11 +168,11 @@ _APPEND_POSTGRES = text(append_sql("v_"))
 async def append(conn: AsyncConnection, entry: AuditEntry) -> int:
     """Append a row linked to the previous one; returns its id. One statement on PostgreSQL,
     whose chain lock is held until the caller's transaction commits."""
-    entry = fit(entry)
     if is_postgres(conn):
         result = await conn.execute(_APPEND_POSTGRES, append_params(entry, "v_"))
         return int(result.scalar_one())
     # SQLite: one writer at a time, so the head cannot move under us.
+    entry = _fit(entry)
     prev_hash = (await conn.execute(_LAST_HASH)).scalar()
     values = _values(entry, "v_")
     values["v_prev_hash"] = prev_hash

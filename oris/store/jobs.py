@@ -25,7 +25,6 @@ from sqlalchemy.sql.dml import ReturningUpdate, Update
 from oris.store.audit import AuditEntry
 from oris.store.audit import append_params as audit_append_params
 from oris.store.audit import append_sql as audit_append_sql
-from oris.store.audit import fit as audit_fit
 from oris.store.dialect import in_list, insert_ignore, is_postgres, pg_cast_type, row_by_key
 from oris.store.records import (
     AttemptRecord,
@@ -93,7 +92,7 @@ async def insert_new_run(
     if notify_channel is not None:
         params["notify_channel"] = notify_channel
     if audit is not None:
-        params.update(audit_append_params(audit_fit(audit), _AUDIT_PREFIX))
+        params.update(audit_append_params(audit, _AUDIT_PREFIX))
     return bool((await conn.execute(statement, params)).scalar_one())
 
 
