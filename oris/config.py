@@ -65,6 +65,9 @@ class ServerSettings(BaseSettings):
 
     rate_limit_per_second: Annotated[float, Field(ge=0, le=1_000_000)] = 0.0
     rate_limit_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 50
+    auth_max_failures_per_window: Annotated[int, Field(ge=0, le=1_000_000)] = 20
+    auth_failure_window_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
+    audit_denial_window_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
     max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     log_format: LogFormat = LogFormat.JSON
     log_level: str = "INFO"

@@ -16,9 +16,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from oris.api.auth import Authenticator
-from oris.api.deps import audit_spec, request_id, runtime_of
+from oris.api.deps import audit_spec, authenticated, request_id, runtime_of
 from oris.api.envelope import STATUS_BY_CODE, JsonResponse, error, request_id_from
-from oris.api.ratelimit import RateLimiter
+from oris.api.ratelimit import FailureLimiter, RateLimiter
 from oris.api.routes import jobs, operators, workers
 from oris.config import ServerSettings
 from oris.domain.errors import ErrorCode, OrisError, RateLimited, Unavailable
@@ -119,7 +119,9 @@ class RequestMiddleware:
         template = getattr(route, "path", None) or "unmatched"
         method = scope.get("method", "")
         self.metrics.http_request(method, template, status, elapsed)
-        access_log.info(
+        level = scope.get("oris.access_log_level", logging.INFO)
+        access_log.log(
+            level,
             "request",
             extra={
                 "request_id": rid,
@@ -137,12 +139,15 @@ class _BodyTooLarge(Exception):
 
 
 async def _audit_failure(request: Request, status: int, message: str) -> None:
-    """Record a refused control-plane action or a denied request in its own transaction."""
+    """Record a refused control-plane action or a denied request in its own transaction.
+
+    Denials (401, 403, and 429 for too many failed credential checks) go through the
+    aggregator, which turns a retry loop's identical denials into one row and a count."""
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
     if rt is None:
         return
     spec = audit_spec(request)
-    denied = status in (401, 403)
+    denied = status in (401, 403) or bool(request.scope.get("oris.auth_throttled"))
     if spec is None and not denied:
         return
     actor = request.scope.get("oris.actor") or Actor()
@@ -161,16 +166,28 @@ async def _audit_failure(request: Request, status: int, message: str) -> None:
             "route",
             getattr(route, "path", request.url.path),
         )
+    details = {"method": request.method, "path": request.url.path, "message": message}
     try:
+        if denied:
+            denials: audit.DenialAggregator = request.app.state.denials
+            await denials.record(
+                ctx,
+                action=action,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                status_code=status,
+                details=details,
+            )
+            return
         await audit.record(
             rt.db,
             ctx,
             action=action,
             resource_type=resource_type,
             resource_id=resource_id,
-            result="denied" if denied else "error",
+            result="error",
             status_code=status,
-            details={"method": request.method, "path": request.url.path, "message": message},
+            details=details,
         )
     except Exception:
         log.exception(
@@ -242,10 +259,16 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
         try:
             await prepare_database(settings, database)
             rt = Runtime(db=database, settings=settings, metrics=metrics)
-            authenticator = Authenticator(settings, KeyVerifier(database))
+            failures = FailureLimiter(
+                settings.auth_max_failures_per_window, settings.auth_failure_window_seconds
+            )
+            authenticator = Authenticator(settings, KeyVerifier(database), failures)
             await check_auth_posture(settings, database, authenticator.static_credentials)
             app.state.runtime = rt
             app.state.authenticator = authenticator
+            denials = audit.DenialAggregator(database, settings.audit_denial_window_seconds)
+            app.state.denials = denials
+            denials.start()
             loop = MaintenanceLoop(rt)
             counts = health.CountRefresher(rt)
             app.state.counts = counts
@@ -257,6 +280,7 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
             finally:
                 await counts.stop()
                 await loop.stop()
+                await denials.stop()
                 tracing.shutdown()
         finally:
             await database.dispose()
@@ -268,7 +292,8 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        # Served below behind authentication, like every /v1 route.
+        openapi_url=None,
     )
     app.add_exception_handler(OrisError, _oris_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -285,6 +310,13 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
             {**outcome.body, "request_id": request_id(request)},
             status_code=200 if outcome.ok else 503,
         )
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> Response:
+        # The API description follows auth: any valid credential may read it (no role
+        # needed), nobody without one when authentication is on.
+        await authenticated(request)
+        return JsonResponse(app.openapi())
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(request: Request) -> Response:

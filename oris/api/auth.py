@@ -7,10 +7,11 @@ import logging
 
 from starlette.requests import Request
 
+from oris.api.ratelimit import FailureLimiter
 from oris.config import ServerSettings
 from oris.domain.errors import Forbidden, Unauthorized
 from oris.services.context import Actor, Role
-from oris.services.keys import KeyVerifier
+from oris.services.keys import KeyVerifier, VerifiedKey
 
 log = logging.getLogger("oris.auth")
 UNAUTHORIZED_MESSAGE = "missing or invalid credentials"
@@ -58,10 +59,36 @@ def _header(request: Request, name: str) -> str | None:
     return value or None
 
 
-class Authenticator:
-    """Resolves a request's credential to an actor, failing closed."""
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header; the scheme name is
+    case-insensitive (RFC 7235), so ``bearer`` and ``BEARER`` work too."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
-    def __init__(self, settings: ServerSettings, verifier: KeyVerifier) -> None:
+
+class Throttled(Exception):
+    """Too many failed credential checks from this address or for this key id."""
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        super().__init__("too many failed credential checks")
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Authenticator:
+    """Resolves a request's credential to an actor, failing closed.
+
+    Whether credentials are required is decided once and only ever tightened: it is on when
+    the server listens beyond loopback or a bootstrap credential is configured, and it turns
+    on for good the moment any managed key exists (disabling every key does not open the
+    server again). Only ``ORIS_AUTH_DISABLED=true`` switches it off."""
+
+    def __init__(
+        self, settings: ServerSettings, verifier: KeyVerifier, failures: FailureLimiter
+    ) -> None:
         self._bearer = _secret(settings.api_auth_bearer_token)
         key = _secret(settings.api_auth_api_key)
         key_id = (settings.api_auth_api_key_id or "").strip() or None
@@ -69,11 +96,19 @@ class Authenticator:
         self._keyed = (key_id, key) if key_id is not None and key is not None else None
         self._keyed_role = Role(settings.api_auth_api_key_role)
         self._verifier = verifier
+        self._failures = failures
         self._open = settings.auth_disabled
+        self._required = not self._open and (not settings.binds_loopback or self.static_credentials)
 
     def keys_changed(self) -> None:
-        """A key was created, disabled or rotated by this process: re-read at once."""
+        """A key was disabled or rotated by this process: re-read at once."""
         self._verifier.invalidate()
+
+    def key_created(self) -> None:
+        """A key was created by this process: credentials are required from now on."""
+        self._verifier.key_created()
+        if not self._open:
+            self._required = True
 
     @property
     def static_credentials(self) -> bool:
@@ -81,13 +116,16 @@ class Authenticator:
         return any((self._bearer, self._unkeyed, self._keyed))
 
     async def enforced(self) -> bool:
-        """Auth applies when any credential exists (bootstrap or an active managed key)."""
+        """Whether ``/v1/*`` requires a credential (see the class docstring)."""
         if self._open:
             return False
-        return self.static_credentials or await self._verifier.any_active()
+        if not self._required and await self._verifier.any_key_exists():
+            self._required = True
+        return self._required
 
     async def authenticate(self, request: Request) -> Actor:
-        """The caller's actor; anonymous admin when auth is off; 401 otherwise."""
+        """The caller's actor; anonymous admin when auth is off; 401 otherwise; ``Throttled``
+        when this address or key id has used up its failed checks."""
         if not await self.enforced():
             return Actor(actor_type="anonymous", role=Role.ADMIN)
         actor = await self._resolve(request)
@@ -96,13 +134,34 @@ class Authenticator:
         return actor
 
     async def _resolve(self, request: Request) -> Actor | None:
-        authorization = _header(request, "authorization")
-        if authorization and authorization.startswith("Bearer ") and self._bearer:
-            token = authorization.removeprefix("Bearer ").strip()
-            if token and secrets_match(token, self._bearer):
-                return Actor(actor_type="bearer", role=Role.ADMIN)
+        token = bearer_token(_header(request, "authorization"))
         api_key = _header(request, "x-api-key")
         key_id = _header(request, "x-api-key-id")
+        if token is None and api_key is None:
+            return None
+        if api_key is not None and key_id is not None:
+            # A key this process verified moments ago costs no hash and is never throttled,
+            # so a guesser hammering a known key id cannot lock its real owner out.
+            recent = self._verifier.cached(key_id, api_key)
+            if recent is not None:
+                return _managed_actor(recent)
+        client = request.client
+        budget = [f"addr:{client.host if client else '-'}"]
+        if key_id is not None and api_key is not None:
+            budget.append(f"key:{key_id}")
+        wait = self._failures.retry_after(budget)
+        if wait > 0:
+            raise Throttled(wait)
+        actor = await self._check(token, key_id, api_key)
+        if actor is None:
+            self._failures.failed(budget)
+        return actor
+
+    async def _check(
+        self, token: str | None, key_id: str | None, api_key: str | None
+    ) -> Actor | None:
+        if token is not None and self._bearer and secrets_match(token, self._bearer):
+            return Actor(actor_type="bearer", role=Role.ADMIN)
         if api_key is None:
             return None
         if key_id is None:
@@ -118,14 +177,16 @@ class Authenticator:
             ):
                 return Actor(actor_type="api_key", actor_id=key_id, role=self._keyed_role)
         verified = await self._verifier.verify(key_id, api_key)
-        if verified is None:
-            return None
-        return Actor(
-            actor_type="api_key",
-            actor_id=verified.key_id,
-            role=verified.role,
-            worker_id_prefix=verified.worker_id_prefix,
-        )
+        return None if verified is None else _managed_actor(verified)
+
+
+def _managed_actor(verified: VerifiedKey) -> Actor:
+    return Actor(
+        actor_type="api_key",
+        actor_id=verified.key_id,
+        role=verified.role,
+        worker_id_prefix=verified.worker_id_prefix,
+    )
 
 
 def authorize(actor: Actor, method: str, path: str) -> None:

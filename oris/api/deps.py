@@ -10,7 +10,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from oris.api.auth import Authenticator, authorize
+from oris.api.auth import Authenticator, Throttled, authorize, authorize_worker_id
 from oris.api.ratelimit import RateLimiter
 from oris.domain.errors import (
     Forbidden,
@@ -79,15 +79,32 @@ def set_audit_resource(request: Request, resource_id: str | None) -> None:
     request.scope["oris.audit_resource"] = resource_id
 
 
-async def caller(request: Request) -> RequestContext:
-    """Authenticate and authorise the request; 401/403 in the envelope otherwise."""
+THROTTLED_MESSAGE = "too many failed credential checks; retry later"
+
+
+async def authenticated(request: Request) -> Actor:
+    """The caller's actor (401, or 429 after too many failed checks, in the envelope)."""
     authenticator: Authenticator = request.app.state.authenticator
     try:
         actor = await authenticator.authenticate(request)
     except Unauthorized:
         request.scope["oris.actor"] = Actor()
         raise
+    except Throttled as throttled:
+        request.scope["oris.actor"] = Actor()
+        # A refusal of a credential check: audited like a 401.
+        request.scope["oris.auth_throttled"] = True
+        raise RateLimited(THROTTLED_MESSAGE, throttled.retry_after_seconds) from None
     request.scope["oris.actor"] = actor
+    return actor
+
+
+async def caller(request: Request) -> RequestContext:
+    """Authenticate and authorise the request; 401/403 in the envelope otherwise.
+
+    A worker key bound to a prefix is checked against the path's worker id here, before any
+    body is parsed, so acting as another worker is a 403 whatever the body holds."""
+    actor = await authenticated(request)
     client = request.client
     limiter: RateLimiter = request.app.state.rate_limiter
     if limiter.enabled:
@@ -99,6 +116,8 @@ async def caller(request: Request) -> RequestContext:
     path = getattr(route, "path", request.url.path)
     try:
         authorize(actor, request.method, request.url.path)
+        worker_id = request.path_params.get("worker_id")
+        authorize_worker_id(actor, worker_id if isinstance(worker_id, str) else None)
     except Forbidden as error:
         if error.details is not None:
             error.details["path"] = path
@@ -136,12 +155,28 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
                 raise InvalidArgument(f"malformed JSON body: {error}") from None
         if not isinstance(data, dict):
             raise InvalidArgument("request body must be a JSON object")
+        _authorize_body_worker(request, data)
         try:
             return model.model_validate(data)
         except ValidationError as error:
             raise InvalidArgument("invalid request body", {"fields": field_errors(error)}) from None
 
     return parse
+
+
+def _authorize_body_worker(request: Request, data: dict[str, Any]) -> None:
+    """A body naming a worker (a poll's ``worker_id``) is checked against the caller's worker
+    prefix before the rest of it is validated: 403, not 400, for another prefix's worker."""
+    actor = request.scope.get("oris.actor")
+    worker_id = data.get("worker_id")
+    if isinstance(actor, Actor) and isinstance(worker_id, str):
+        try:
+            authorize_worker_id(actor, worker_id)
+        except Forbidden as error:
+            if error.details is not None:
+                route = request.scope.get("route")
+                error.details["path"] = getattr(route, "path", request.url.path)
+            raise
 
 
 def field_errors(error: ValidationError) -> list[dict[str, Any]]:

@@ -184,6 +184,12 @@ class CreateKeyBody(Body):
     description: str | None = Field(default=None, max_length=500)
 
 
+class RotateKeyBody(Body):
+    """Rotate a key's secret; ``reactivate`` is required to rotate a disabled key."""
+
+    reactivate: bool = False
+
+
 class OpenIncidentBody(Body):
     """Open an incident (freeze risky operator actions)."""
 

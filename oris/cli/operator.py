@@ -216,6 +216,14 @@ def call_api(settings: ClientSettings, action: Callable[[OrisClient], Awaitable[
         )
 
 
+def print_warnings(data: Any) -> None:
+    """Print the ``warnings`` a response carries to stderr (whatever the output format)."""
+    warnings = data.get("warnings") if isinstance(data, Mapping) else None
+    if isinstance(warnings, list):
+        for warning in warnings:
+            print(f"oris: warning: {warning}", file=sys.stderr)
+
+
 def api_command(
     group: typer.Typer,
     name: str,
@@ -239,6 +247,7 @@ def api_command(
             as_json = bool(arguments.pop(JSON_PARAMETER.name))
             settings = client_settings(**connection)
             data = call_api(settings, lambda client: handler(client, **arguments))
+            print_warnings(data)
             if as_json:
                 print_json(data)
                 notice = None if json_notice is None else json_notice(data)
@@ -794,7 +803,7 @@ KEY_COLUMNS = (
 
 def render_key(data: Mapping[str, Any]) -> None:
     """Print a key; a secret, when the response has one, last and with the shown-once notice."""
-    render_fields(data, [key for key in data if key != "secret"])
+    render_fields(data, [key for key in data if key not in {"secret", "warnings"}])
     if "secret" in data:
         print()
         print(f"secret  {data['secret']}")
@@ -843,9 +852,19 @@ async def keys_disable(client: OrisClient, key_id: KeyIdArgument) -> Any:
 
 
 @api_command(keys_app, "rotate", render=render_key, json_notice=secret_notice)
-async def keys_rotate(client: OrisClient, key_id: KeyIdArgument) -> Any:
-    """Issue a new secret for a key (printed once); the old secret stops working."""
-    return await client.rotate_key(key_id)
+async def keys_rotate(
+    client: OrisClient,
+    key_id: KeyIdArgument,
+    reactivate: Annotated[
+        bool,
+        typer.Option(
+            "--reactivate", help="Rotate a disabled key too, making it active again (audited)."
+        ),
+    ] = False,
+) -> Any:
+    """Issue a new secret for a key (printed once); the old secret stops working. A disabled
+    key is refused unless --reactivate is given."""
+    return await client.rotate_key(key_id, reactivate=reactivate)
 
 
 def attach_group(app: typer.Typer, name: str, group: typer.Typer) -> None:

@@ -33,8 +33,12 @@ async def _preflight(settings: ServerSettings) -> None:
     database = open_database(settings, application_name="oris-serve-preflight")
     try:
         status = await prepare_database(settings, database)
-        static = any((settings.api_auth_bearer_token, settings.api_auth_api_key))
-        await check_auth_posture(settings, database, static)
+        static = any(
+            value is not None and value.get_secret_value().strip()
+            for value in (settings.api_auth_bearer_token, settings.api_auth_api_key)
+        )
+        # The server's lifespan repeats the check and logs its warnings; here it only refuses.
+        await check_auth_posture(settings, database, static, warn=False)
         log.info(
             "database ready",
             extra={

@@ -233,9 +233,10 @@ class OrisClient:
         """``POST /v1/keys/{key_id}/disable``."""
         return await self._object("POST", f"/v1/keys/{key_id}/disable")
 
-    async def rotate_key(self, key_id: str) -> dict[str, Any]:
-        """``POST /v1/keys/{key_id}/rotate``."""
-        return await self._object("POST", f"/v1/keys/{key_id}/rotate")
+    async def rotate_key(self, key_id: str, *, reactivate: bool = False) -> dict[str, Any]:
+        """``POST /v1/keys/{key_id}/rotate`` (a disabled key needs ``reactivate``)."""
+        body = {"reactivate": True} if reactivate else None
+        return await self._object("POST", f"/v1/keys/{key_id}/rotate", json=body)
 
     # Worker protocol
     async def poll(self, worker_id: str, **fields: Any) -> dict[str, Any]:

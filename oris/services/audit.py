@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.clock import now_ms
@@ -14,10 +19,13 @@ from oris.store import audit as audit_store
 from oris.store.audit import AuditEntry, AuditFilter
 from oris.store.database import Database
 
+log = logging.getLogger("oris.audit")
+
 __all__ = [
     "AuditEntry",
     "AuditFilter",
     "ChainReport",
+    "DenialAggregator",
     "list_logs",
     "record",
     "success",
@@ -112,6 +120,146 @@ async def record(
     )
     async with db.write() as conn:
         await audit_store.append(conn, entry)
+
+
+@dataclass(slots=True)
+class _Window:
+    """Identical denials seen since the row that opened the window."""
+
+    opened: float
+    first_request_id: str
+    ctx: RequestContext
+    action: str
+    resource_type: str
+    resource_id: str | None
+    status_code: int
+    details: dict[str, Any] | None
+    repeats: int = 0
+
+
+class DenialAggregator:
+    """Audits denials without letting a retry loop flood the log.
+
+    The first denial of a kind (same actor, address, action, resource, status, method, path
+    and message) writes its row at once and opens a window of ``window_seconds``. Identical
+    denials inside the window are only counted; when the window closes (or the process stops)
+    one summary row is appended with ``details.count`` = how many denials it stands for and
+    ``details.first_request_id`` = the request id of the row that opened the window. Rows are
+    only ever appended, so the hash chain verifies as before. ``window_seconds=0`` writes a row
+    per denial."""
+
+    def __init__(self, db: Database, window_seconds: float, max_windows: int = 10_000) -> None:
+        self._db = db
+        self.window_seconds = window_seconds
+        self._max_windows = max_windows
+        self._windows: dict[bytes, _Window] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def record(
+        self,
+        ctx: RequestContext,
+        *,
+        action: str,
+        resource_type: str,
+        resource_id: str | None,
+        status_code: int,
+        details: dict[str, Any] | None,
+    ) -> None:
+        """Audit one denial (a row, or a count on the open window of its kind)."""
+        now = time.monotonic()
+        await self.flush(now=now)
+        if self.window_seconds <= 0:
+            await record(
+                self._db, ctx, action=action, resource_type=resource_type,
+                resource_id=resource_id, result="denied", status_code=status_code,
+                details=details,
+            )  # fmt: skip
+            return
+        kind = orjson.dumps(
+            [
+                ctx.actor.actor_type, ctx.actor.actor_id,
+                None if ctx.actor.role is None else ctx.actor.role.value, ctx.source_addr,
+                action, resource_type, resource_id, status_code, details,
+            ],
+            option=orjson.OPT_SORT_KEYS,
+        )  # fmt: skip
+        window = self._windows.get(kind)
+        if window is not None:
+            window.repeats += 1
+            window.ctx = ctx
+            return
+        track = len(self._windows) < self._max_windows
+        if track:
+            self._windows[kind] = _Window(
+                now, ctx.request_id, ctx, action, resource_type, resource_id, status_code, details
+            )
+        try:
+            await record(
+                self._db, ctx, action=action, resource_type=resource_type,
+                resource_id=resource_id, result="denied", status_code=status_code,
+                details=details,
+            )  # fmt: skip
+        except BaseException:
+            if track:
+                self._windows.pop(kind, None)
+            raise
+
+    async def flush(self, *, now: float | None = None, everything: bool = False) -> None:
+        """Write the summary rows of closed windows (of every window with ``everything``)."""
+        moment = time.monotonic() if now is None else now
+        closed = [
+            kind
+            for kind, window in self._windows.items()
+            if everything or moment - window.opened >= self.window_seconds
+        ]
+        for kind in closed:
+            window = self._windows.pop(kind, None)
+            if window is None or window.repeats == 0:
+                continue
+            try:
+                await record(
+                    self._db,
+                    window.ctx,
+                    action=window.action,
+                    resource_type=window.resource_type,
+                    resource_id=window.resource_id,
+                    result="denied",
+                    status_code=window.status_code,
+                    details={
+                        **(window.details or {}),
+                        "count": window.repeats,
+                        "first_request_id": window.first_request_id,
+                        "window_seconds": self.window_seconds,
+                    },
+                )
+            except Exception:
+                log.exception(
+                    "could not write the summary audit row of repeated denials",
+                    extra={"request_id": window.ctx.request_id, "count": window.repeats},
+                )
+
+    def start(self) -> None:
+        """Close windows in the background, so a summary does not wait for the next denial."""
+        if self._task is None and self.window_seconds > 0:
+            self._task = asyncio.create_task(self._run(), name="oris-denial-audit")
+
+    async def stop(self) -> None:
+        """Stop the background task and write every pending summary."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush(everything=True)
+
+    async def _run(self) -> None:
+        interval = min(self.window_seconds, 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("flushing denial summaries failed")
 
 
 async def list_logs(db: Database, filters: AuditFilter, limit: int) -> list[AuditEntry]:

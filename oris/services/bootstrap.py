@@ -75,25 +75,57 @@ async def prepare_database(settings: ServerSettings, database: Database) -> Sche
     return await upgrade_schema(database)
 
 
+def check_bootstrap_credentials(settings: ServerSettings) -> None:
+    """A bootstrap secret that is set but blank is a mistake, not "no credential": refuse it
+    rather than start with less protection than the operator asked for."""
+    for name, value in (
+        ("ORIS_API_AUTH_BEARER_TOKEN", settings.api_auth_bearer_token),
+        ("ORIS_API_AUTH_API_KEY", settings.api_auth_api_key),
+    ):
+        if value is not None and not value.get_secret_value().strip():
+            raise ConfigError(
+                f"{name} is set but blank (empty or only whitespace): set a secret or unset it"
+            )
+    key_id = settings.api_auth_api_key_id
+    if key_id is not None and not key_id.strip():
+        raise ConfigError(
+            "ORIS_API_AUTH_API_KEY_ID is set but blank (empty or only whitespace): set a key "
+            "id or unset it"
+        )
+
+
 async def check_auth_posture(
-    settings: ServerSettings, database: Database, static_credentials: bool
+    settings: ServerSettings, database: Database, static_credentials: bool, *, warn: bool = True
 ) -> None:
-    """Fail closed: without any credential, only a loopback bind (or an explicit opt-out) serves."""
+    """Fail closed: without any credential, only a loopback bind (or an explicit opt-out) serves.
+
+    ``warn=False`` refuses the same way but logs nothing (a pre-flight check whose server
+    will log the warnings itself, so each appears once)."""
+    check_bootstrap_credentials(settings)
     if static_credentials or settings.auth_disabled:
-        if settings.auth_disabled and not settings.binds_loopback:
+        if warn and settings.auth_disabled and not settings.binds_loopback:
             log.warning(
                 "authentication is disabled by ORIS_AUTH_DISABLED on a non-loopback address"
             )
         return
     async with database.read() as conn:
-        managed = await key_store.count_active(conn)
-    if managed:
+        active = await key_store.count_active(conn)
+        ever = active > 0 or await key_store.any_exists(conn)
+    if active:
         return
     if settings.binds_loopback:
-        log.warning(
-            "no credentials configured: every route is open to local callers "
-            "(set ORIS_API_AUTH_BEARER_TOKEN or create keys with `oris keys create`)"
-        )
+        if not warn:
+            return
+        if ever:
+            log.warning(
+                "every managed key is disabled and no bootstrap credential is set: every /v1 "
+                "request is refused (set ORIS_API_AUTH_BEARER_TOKEN to get back in)"
+            )
+        else:
+            log.warning(
+                "no credentials configured: every route is open to local callers "
+                "(set ORIS_API_AUTH_BEARER_TOKEN or create keys with `oris keys create`)"
+            )
         return
     raise ConfigError(
         f"refusing to serve on {settings.server_addr} without credentials: set "

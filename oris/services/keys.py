@@ -141,20 +141,36 @@ async def disable_key(db: Database, ctx: RequestContext, key_id: str) -> dict[st
     return _view(record)
 
 
-async def rotate_key(db: Database, ctx: RequestContext, key_id: str) -> dict[str, Any]:
-    """Replace a key's secret; the old one stops working."""
+async def rotate_key(
+    db: Database, ctx: RequestContext, key_id: str, *, reactivate: bool = False
+) -> dict[str, Any]:
+    """Replace a key's secret; the old one stops working. A disabled key is refused (409)
+    unless ``reactivate`` says to bring it back, so a rotation never re-enables a key that
+    somebody disabled on purpose."""
     secret = secrets.token_urlsafe(32)
     async with db.write() as conn:
         record = await key_store.get(conn, key_id, lock=True)
         if record is None:
             raise NotFound(f"api key {key_id} not found")
+        reactivated = record.status != "active"
+        if reactivated and not reactivate:
+            raise Conflict(
+                f"api key {key_id} is disabled; rotating it would re-enable it: pass "
+                "reactivate (oris keys rotate --reactivate) to do that on purpose",
+                {"key_id": key_id, "status": record.status},
+            )
         await key_store.update_key(
             conn,
             key_id,
             {"secret_hash": hash_secret(secret), "status": "active", "updated_at_ms": now_ms()},
         )
         await audit.write(
-            conn, ctx, action="key.rotate", resource_type="api_key", resource_id=key_id
+            conn,
+            ctx,
+            action="key.rotate",
+            resource_type="api_key",
+            resource_id=key_id,
+            details={"reactivated": True} if reactivated else None,
         )
         record = await key_store.get(conn, key_id)
     assert record is not None
@@ -171,36 +187,62 @@ class VerifiedKey:
 
 
 class KeyVerifier:
-    """Checks managed keys, caching successful checks briefly (scrypt is deliberately slow)."""
+    """Checks managed keys, caching successful checks briefly (scrypt is deliberately slow).
+
+    Every check that reaches the hash costs exactly one scrypt: an unknown or disabled key id
+    is checked against a dummy hash of the same parameters, so the answer time does not tell
+    which key ids exist."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._cache: dict[tuple[str, str], tuple[float, VerifiedKey]] = {}
-        self._active_count: tuple[float, int] | None = None
+        self._any_key: tuple[float, bool] | None = None
+        self._dummy_hash: str | None = None
 
     def invalidate(self) -> None:
         """Forget cached answers (after this process changed a key)."""
-        self._active_count = None
+        if self._any_key is not None and not self._any_key[1]:
+            self._any_key = None
         self._cache.clear()
 
-    async def any_active(self) -> bool:
-        """Whether at least one managed key exists, re-read at most once a second."""
+    def key_created(self) -> None:
+        """This process created a key: keys exist from now on."""
+        self._any_key = (time.monotonic(), True)
+        self._cache.clear()
+
+    async def any_key_exists(self) -> bool:
+        """Whether a managed key was ever created (active or not), re-read at most once a
+        second until the answer is yes; keys are never deleted, so yes stays yes."""
         now = time.monotonic()
-        if self._active_count is None or now - self._active_count[0] > 1.0:
-            async with self._db.read() as conn:
-                self._active_count = (now, await key_store.count_active(conn))
-        return self._active_count[1] > 0
+        if self._any_key is not None and (self._any_key[1] or now - self._any_key[0] <= 1.0):
+            return self._any_key[1]
+        async with self._db.read() as conn:
+            self._any_key = (now, await key_store.any_exists(conn))
+        return self._any_key[1]
+
+    def cached(self, key_id: str, secret: str) -> VerifiedKey | None:
+        """A recent successful verification of exactly this key id and secret (no hash)."""
+        cached = self._cache.get((key_id, _fingerprint(secret)))
+        if cached is not None and time.monotonic() - cached[0] < VERIFY_CACHE_SECONDS:
+            return cached[1]
+        return None
+
+    async def _dummy(self) -> str:
+        if self._dummy_hash is None:
+            self._dummy_hash = await asyncio.to_thread(hash_secret, secrets.token_urlsafe(32))
+        return self._dummy_hash
 
     async def verify(self, key_id: str, secret: str) -> VerifiedKey | None:
         """The key's role when the secret matches an active key."""
-        fingerprint = hashlib.sha256(secret.encode()).hexdigest()
-        cached = self._cache.get((key_id, fingerprint))
-        now = time.monotonic()
-        if cached is not None and now - cached[0] < VERIFY_CACHE_SECONDS:
-            return cached[1]
+        verified = self.cached(key_id, secret)
+        if verified is not None:
+            return verified
         async with self._db.read() as conn:
             record = await key_store.get(conn, key_id)
+        fingerprint = _fingerprint(secret)
         if record is None or record.status != "active":
+            # Pay the same hash as a wrong secret would, and refuse whatever it says.
+            await asyncio.to_thread(verify_secret, secret, await self._dummy())
             return None
         if not await asyncio.to_thread(verify_secret, secret, record.secret_hash):
             self._cache.pop((key_id, fingerprint), None)
@@ -208,5 +250,9 @@ class KeyVerifier:
         verified = VerifiedKey(record.key_id, _parse_role(record.role), record.worker_id_prefix)
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[(key_id, fingerprint)] = (now, verified)
+        self._cache[(key_id, fingerprint)] = (time.monotonic(), verified)
         return verified
+
+
+def _fingerprint(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()

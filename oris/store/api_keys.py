@@ -51,6 +51,12 @@ async def count_active(conn: AsyncConnection) -> int:
     return int((await conn.execute(statement)).scalar_one())
 
 
+async def any_exists(conn: AsyncConnection) -> bool:
+    """Whether any key was ever created (disabled keys stay in the table)."""
+    statement = select(api_keys.c.key_id).limit(1)
+    return (await conn.execute(statement)).first() is not None
+
+
 async def insert(conn: AsyncConnection, values: dict[str, Any]) -> None:
     """Create a key."""
     await conn.execute(api_keys.insert().values(**values))

@@ -140,17 +140,38 @@ _LENGTHS = {
     name: audit_logs.c[name].type.length  # type: ignore[attr-defined]
     for name in ("actor_id", "action", "resource_type", "resource_id", "request_id", "source_addr")
 }
+_TEXT_FIELDS = (
+    "actor_type",
+    "actor_id",
+    "actor_role",
+    "action",
+    "resource_type",
+    "resource_id",
+    "result",
+    "request_id",
+    "source_addr",
+)
+# PostgreSQL text cannot hold U+0000; a refused request may still carry one (``%00`` in a path
+# parameter), and its denial must be recorded. The row stores the visible six characters
+# ``\u0000`` instead (``details`` is JSON, which escapes it anyway).
+NUL_ESCAPE = "\\u0000"
 
 
 def _fit(entry: AuditEntry) -> AuditEntry:
-    """The entry with each text field cut to its column's length, before it is hashed, so an
-    overlong value is written and still verifies."""
-    clipped: dict[str, Any] = {
-        name: value[:length]
-        for name, length in _LENGTHS.items()
-        if isinstance(value := getattr(entry, name), str) and len(value) > length
-    }
-    return dataclasses.replace(entry, **clipped) if clipped else entry
+    """The entry with NUL escaped and each text field cut to its column's length, before it
+    is hashed, so such a value is written on both backends and still verifies."""
+    fitted: dict[str, Any] = {}
+    for name in _TEXT_FIELDS:
+        value = getattr(entry, name)
+        if not isinstance(value, str):
+            continue
+        fixed = value.replace("\x00", NUL_ESCAPE) if "\x00" in value else value
+        length = _LENGTHS.get(name)
+        if length is not None and len(fixed) > length:
+            fixed = fixed[:length]
+        if fixed is not value:
+            fitted[name] = fixed
+    return dataclasses.replace(entry, **fitted) if fitted else entry
 
 
 def append_params(entry: AuditEntry, prefix: str) -> dict[str, Any]:

@@ -414,3 +414,36 @@ def test_unreachable_server_exits_3() -> None:
     assert process.returncode == 3
     assert "server unreachable" in process.stderr
     assert "Traceback" not in process.stderr
+
+
+def test_keys_create_warns_when_it_turns_auth_on_and_rotate_keeps_disabled_keys_off(
+    server: str,
+) -> None:
+    first = oris(server, "keys", "create", "--role", "admin", "--key-id", "cli-first", "--json")
+    assert first.exit_code == 0, first.output
+    assert "oris: warning: this is the first credential: authentication is now required" in (
+        first.stderr
+    )
+    admin = json.loads(first.stdout)
+    login = ("--api-key-id", "cli-first", "--api-key", admin["secret"])
+    second = oris(server, "keys", "create", "--role", "operator", "--key-id", "cli-op", *login)
+    assert second.exit_code == 0, second.output
+    assert "warning" not in second.stderr
+    assert "warnings" not in second.stdout
+    assert oris(server, "keys", "disable", "cli-op", *login).exit_code == 0
+
+    refused = oris(server, "keys", "rotate", "cli-op", *login)
+    assert refused.exit_code == 1
+    assert "is disabled; rotating it would re-enable it" in refused.stderr
+    assert "(status 409, code conflict" in refused.stderr
+    listed = oris_json(server, "keys", "list", *login)
+    assert {key["key_id"]: key["status"] for key in listed["keys"]}["cli-op"] == "disabled"
+
+    reactivated = oris_json(server, "keys", "rotate", "cli-op", "--reactivate", *login)
+    assert reactivated["status"] == "active"
+    assert (
+        oris(
+            server, "jobs", "list", "--api-key-id", "cli-op", "--api-key", reactivated["secret"]
+        ).exit_code
+        == 0
+    )

@@ -11,7 +11,7 @@ import pytest
 
 from oris.config import ServerSettings
 from oris.store.schema import code_version
-from tests.support import oris_command, running_server, server_env
+from tests.support import oris_command, running_server, server_env, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -136,3 +136,37 @@ def test_a_non_loopback_bind_without_credentials_is_refused(settings: ServerSett
     result = oris(settings, "serve", ORIS_SERVER_ADDR="0.0.0.0:0")
     assert result.returncode != 0
     assert "refusing to serve" in result.stderr
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1:0", "0.0.0.0:0"])
+def test_a_blank_bootstrap_token_exits_1_with_a_clean_message(
+    settings: ServerSettings, addr: str
+) -> None:
+    result = oris(settings, "serve", ORIS_SERVER_ADDR=addr, ORIS_API_AUTH_BEARER_TOKEN="   ")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "oris: ORIS_API_AUTH_BEARER_TOKEN is set but blank (empty or only whitespace): "
+        "set a secret or unset it"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_default_logs_warn_once_and_keep_idle_polls_out(
+    settings: ServerSettings, tmp_path: Path
+) -> None:
+    with running_server(settings, tmp_path) as url:
+        for _ in range(3):
+            idle = httpx.post(
+                f"{url}/v1/workers/poll", json={"worker_id": "idle-1", "wait_ms": 0}, timeout=10
+            )
+            assert idle.json()["data"]["decision"] == "noop"
+        assert httpx.get(f"{url}/v1/jobs", timeout=10).status_code == 200
+        (log_path,) = tmp_path.glob("serve-*.log")
+
+        def jobs_line_logged() -> bool:
+            return '"route": "/v1/jobs"' in log_path.read_text()
+
+        wait_until(jobs_line_logged, timeout=10, message="the access line of GET /v1/jobs")
+        output = log_path.read_text()
+    assert output.count("no credentials configured") == 1, output
+    assert '"route": "/v1/workers/poll"' not in output

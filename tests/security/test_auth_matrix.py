@@ -91,7 +91,10 @@ def expected(caller: str, method: str, path: str) -> str:
 async def secured(
     settings: ServerSettings, make_settings: Any
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, dict[str, str]]]]:
-    secured_settings: ServerSettings = make_settings(api_auth_bearer_token=ADMIN_TOKEN)
+    # The failed-check limit is tested on its own; here every caller must get its own answer.
+    secured_settings: ServerSettings = make_settings(
+        api_auth_bearer_token=ADMIN_TOKEN, auth_max_failures_per_window=0
+    )
     app = create_app(secured_settings, run_maintenance=False)
     async for client in lifespan_client(app):
         rt: Runtime = app.state.runtime

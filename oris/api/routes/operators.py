@@ -17,6 +17,7 @@ from oris.api.models import (
     OpenIncidentBody,
     RejectInterruptBody,
     ResumeInterruptBody,
+    RotateKeyBody,
 )
 from oris.domain.clock import to_rfc3339
 from oris.domain.errors import InvalidArgument
@@ -31,6 +32,10 @@ Ctx = Annotated[RequestContext, Depends(caller)]
 Rt = Annotated[Runtime, Depends(runtime)]
 AUDIT_DEFAULT_LIMIT = 100
 AUDIT_MAX_LIMIT = 500
+AUTH_TURNED_ON_WARNING = (
+    "this is the first credential: authentication is now required on every /v1 route, "
+    "so running workers and clients without a credential are refused (401) from now on"
+)
 
 
 @router.get("/interrupts")
@@ -206,9 +211,12 @@ async def create_key(
     ctx: Ctx,
     body: Annotated[CreateKeyBody, Depends(json_body(CreateKeyBody))],
 ) -> Response:
-    """Create a key; the secret is in this response only."""
+    """Create a key; the secret is in this response only. When this key is the one that
+    turns authentication on, ``warnings`` says so (every caller needs a credential from now
+    on, running workers included)."""
     authenticator: Authenticator = request.app.state.authenticator
-    if not await authenticator.enforced() and body.role.strip().lower() != "admin":
+    turns_auth_on = not await authenticator.enforced() and not rt.settings.auth_disabled
+    if turns_auth_on and body.role.strip().lower() != "admin":
         # The first credential turns authentication on for everyone: make sure somebody can
         # still administer the server afterwards.
         raise InvalidArgument(
@@ -223,7 +231,9 @@ async def create_key(
         worker_id_prefix=body.worker_id_prefix,
         description=body.description,
     )
-    authenticator.keys_changed()
+    authenticator.key_created()
+    if turns_auth_on:
+        created["warnings"] = [AUTH_TURNED_ON_WARNING]
     return ok(ctx.request_id, created)
 
 
@@ -240,9 +250,16 @@ async def disable_key(request: Request, rt: Rt, ctx: Ctx, key_id: str) -> Respon
 @router.post(
     "/keys/{key_id}/rotate", dependencies=[Depends(audited("key.rotate", "api_key", "key_id"))]
 )
-async def rotate_key(request: Request, rt: Rt, ctx: Ctx, key_id: str) -> Response:
-    """Issue a new secret for a key."""
-    data = await keys.rotate_key(rt.db, ctx, key_id)
+async def rotate_key(
+    request: Request,
+    rt: Rt,
+    ctx: Ctx,
+    key_id: str,
+    body: Annotated[RotateKeyBody, Depends(json_body(RotateKeyBody))],
+) -> Response:
+    """Issue a new secret for a key. A disabled key answers 409 unless the body says
+    ``{"reactivate": true}``."""
+    data = await keys.rotate_key(rt.db, ctx, key_id, reactivate=body.reactivate)
     request.app.state.authenticator.keys_changed()
     return ok(ctx.request_id, data)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -51,12 +52,21 @@ async def poll(
         wait_ms=body.wait_ms,
     )
     if body.acks is None:
-        return ok(ctx.request_id, await scheduler.poll(rt, command))
+        answer = await scheduler.poll(rt, command)
+        _quiet_if_idle(request, answer)
+        return ok(ctx.request_id, answer)
     data, answers = await scheduler.ack_and_poll(
         rt, command, [_ack_command(item) for item in body.acks]
     )
     data["acks"] = _ack_results(request, ctx, body.worker_id, body.acks, answers)
     return ok(ctx.request_id, data)
+
+
+def _quiet_if_idle(request: Request, answer: dict[str, Any]) -> None:
+    """An idle worker long-polls every few seconds: its "no work" answers are logged at debug
+    so they do not drown the access log (dispatches, refusals and errors stay at info)."""
+    if answer.get("decision") == "noop":
+        request.scope["oris.access_log_level"] = logging.DEBUG
 
 
 @router.post("/{worker_id}/heartbeat")
