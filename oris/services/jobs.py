@@ -26,6 +26,7 @@ from oris.domain.validation import (
     check_id,
     check_offset,
     check_priority,
+    check_workflow,
     clamp_limit,
     optional_id,
     require_id,
@@ -133,7 +134,7 @@ def validate_run(command: RunCommand, traceparent: str | None) -> ValidRun:
         )
     workflow = DEFAULT_WORKFLOW
     if command.workflow is not None:
-        workflow = require_id("workflow", command.workflow)
+        workflow = check_workflow(require_id("workflow", command.workflow))
     retry = parse_retry_policy(command.retry_policy)
     trace = TraceContext.start(traceparent)
     return ValidRun(
