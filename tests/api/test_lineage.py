@@ -7,6 +7,7 @@ the step ``interrupt:1``. Both backends.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -112,3 +113,51 @@ async def test_replay_without_a_checkpoint_starts_from_the_current_lineage(
     assert replayed["checkpoint_id"] == draft
     # (the replay guard answers a second replay of one target with the first one's answer)
     assert replayed["idempotent_replay"] is True
+
+
+async def _interrupt_after_a_retry(api: httpx.AsyncClient, thread_id: str) -> None:
+    """Run ``thread_id`` (approval): its first execution fails and is retried, the second
+    opens an interrupt."""
+    started = await run(
+        api,
+        thread_id,
+        workflow="approval",
+        retry_policy={"strategy": "fixed", "backoff_ms": 1, "max_retries": 2},
+    )
+    first = await poll(api, WORKER, workflows=["approval"])
+    error = {"message": "mail provider busy", "retryable": True}
+    retried = await ack(api, WORKER, first["attempt_id"], "failed", error=error)
+    assert retried["status"] == "retry_scheduled"
+    shown = await ok(api, "GET", f"/v1/jobs/{thread_id}")
+    assert (shown["status"], shown["error"]) == ("retry_backoff", error)
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        again = await poll(api, WORKER, workflows=["approval"])
+        if again["decision"] == "dispatched":
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the retry was never dispatched"
+        await asyncio.sleep(0.01)
+    assert again["attempt_id"] == started["attempt_id"] and again["attempt_no"] == 2
+    opened = await ack(
+        api, WORKER, again["attempt_id"], "interrupted", interrupt={"value": "approve?"}
+    )
+    assert opened["status"] == "interrupted"
+
+
+async def test_an_interrupted_job_shows_no_earlier_retry_error(api: httpx.AsyncClient) -> None:
+    await _interrupt_after_a_retry(api, "err-interrupted")
+    for path in ("/v1/jobs/err-interrupted", "/v1/jobs/err-interrupted/detail"):
+        shown = await ok(api, "GET", path)
+        assert (shown["status"], shown["error"]) == ("interrupted", None), path
+
+
+async def test_a_job_cancelled_by_a_reject_shows_no_earlier_retry_error(
+    api: httpx.AsyncClient,
+) -> None:
+    await _interrupt_after_a_retry(api, "err-rejected")
+    pending = await ok(api, "GET", "/v1/interrupts", params={"run_id": "err-rejected"})
+    interrupt_id = pending["interrupts"][0]["interrupt_id"]
+    await ok(api, "POST", f"/v1/interrupts/{interrupt_id}/reject", {"reason": "no"})
+    for path in ("/v1/jobs/err-rejected", "/v1/jobs/err-rejected/detail"):
+        shown = await ok(api, "GET", path)
+        assert (shown["status"], shown["error"]) == ("cancelled", None), path
