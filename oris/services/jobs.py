@@ -514,7 +514,7 @@ async def detail(db: Database, thread_id: str) -> dict[str, Any]:
             "cancel_reason": job.cancel_reason,
         }
     )
-    observability = observability_view(checkpoints, events)
+    observability = observability_view(checkpoints, events, leases)
     if observability is not None:
         view["observability"] = observability
     return view
@@ -549,18 +549,27 @@ async def history(db: Database, thread_id: str) -> dict[str, Any]:
 
 
 async def timeline(db: Database, thread_id: str, *, export: bool = False) -> dict[str, Any]:
-    """``JobTimelineResponse`` (or ``TimelineExportResponse``): every event of the thread."""
+    """``JobTimelineResponse`` (or ``TimelineExportResponse``): every event of the thread, the
+    latest attempt's trace context and the ``observability`` object."""
     require_id("thread_id", thread_id)
     async with db.read() as conn:
         events = await job_store.list_events(conn, thread_id)
+        if not events:
+            raise NotFound(f"No timeline found for thread: {thread_id}")
         checkpoints = await job_store.list_checkpoints(conn, thread_id)
-    if not events:
-        raise NotFound(f"No timeline found for thread: {thread_id}")
-    data: dict[str, Any] = {"thread_id": thread_id, "timeline": timeline_items(events)}
+        job = await job_store.get_job(conn, thread_id)
+        attempt_rows = await job_store.list_attempts(conn, thread_id)
+        leases = await job_store.leases_for_attempts(conn, [a.attempt_id for a in attempt_rows])
+    current = None if job is None else _current_attempt(job, attempt_rows)
+    data: dict[str, Any] = {
+        "thread_id": thread_id,
+        "timeline": timeline_items(events),
+        "trace": None if current is None else trace_view(attempt_trace(current)),
+    }
     if export:
         data["history"] = [checkpoint_item(cp) for cp in checkpoints]
         data["checkpoints"] = [{**checkpoint_item(cp), "values": cp.state} for cp in checkpoints]
-    observability = observability_view(checkpoints, events)
+    observability = observability_view(checkpoints, events, leases)
     if observability is not None:
         data["observability"] = observability
     return data
