@@ -112,3 +112,26 @@ class TimeoutPolicy:
                 "timeout_policy.on_timeout_status must be one of: failed|cancelled"
             )
         return cls(timeout_ms=timeout_ms, on_timeout_status=TimeoutStatus(status))
+
+
+RESERVED_WORKFLOW_PREFIX = "oris."
+# The reserved workflows the runtime itself serves: ``oris smoke`` runs, polls and acks its own
+# probe job. Any other ``oris.*`` name has no worker anywhere and would wait forever.
+RUNTIME_WORKFLOWS = frozenset({"oris.smoke"})
+
+
+def is_reserved_workflow(name: str) -> bool:
+    """Whether ``name`` is in the runtime's namespace (``oris.`` in any letter case)."""
+    return name.lower().startswith(RESERVED_WORKFLOW_PREFIX)
+
+
+def check_workflow(value: str) -> str:
+    """A job's workflow name: 400 for a reserved name the runtime does not serve."""
+    if is_reserved_workflow(value) and value not in RUNTIME_WORKFLOWS:
+        served = ", ".join(sorted(RUNTIME_WORKFLOWS))
+        raise InvalidArgument(
+            f"workflow names starting with {RESERVED_WORKFLOW_PREFIX!r} are reserved for the "
+            f"runtime, which serves only: {served}",
+            {"workflow": value},
+        )
+    return value

@@ -26,6 +26,7 @@ from oris.domain.validation import (
     check_id,
     check_offset,
     check_priority,
+    check_workflow,
     clamp_limit,
     optional_id,
     require_id,
@@ -46,7 +47,7 @@ from oris.store import interrupts as interrupt_store
 from oris.store import jobs as job_store
 from oris.store import leases as lease_store
 from oris.store.database import Database
-from oris.store.records import AttemptRecord, JobRecord, dump_json
+from oris.store.records import AttemptRecord, CheckpointRecord, JobRecord, dump_json
 from oris.store.wakeup import CHANNEL as WORK_CHANNEL
 
 log = logging.getLogger("oris.jobs")
@@ -133,7 +134,7 @@ def validate_run(command: RunCommand, traceparent: str | None) -> ValidRun:
         )
     workflow = DEFAULT_WORKFLOW
     if command.workflow is not None:
-        workflow = require_id("workflow", command.workflow)
+        workflow = check_workflow(require_id("workflow", command.workflow))
     retry = parse_retry_policy(command.retry_policy)
     trace = TraceContext.start(traceparent)
     return ValidRun(
@@ -477,12 +478,13 @@ def _updated_at(job: JobRecord) -> str:
 
 
 async def get_state(db: Database, thread_id: str) -> dict[str, Any]:
-    """``JobStateResponse``: the latest checkpoint's state plus the job's true status."""
+    """``JobStateResponse``: the state the current attempt stands on (its own newest
+    checkpoint, else the one it starts from) plus the job's true status."""
     async with db.read() as conn:
         job = await _require_job(conn, thread_id)
-        latest = await job_store.latest_checkpoint(conn, job.thread_id)
+        current = await job_store.current_checkpoint(conn, job.thread_id, job.current_attempt_id)
     return _state_view(
-        job, latest.checkpoint_id if latest else None, latest.state if latest else {}
+        job, current.checkpoint_id if current else None, current.state if current else {}
     )
 
 
@@ -495,11 +497,9 @@ async def detail(db: Database, thread_id: str) -> dict[str, Any]:
         attempt_rows = await job_store.list_attempts(conn, job.thread_id)
         leases = await job_store.leases_for_attempts(conn, [a.attempt_id for a in attempt_rows])
         pending = await interrupt_store.pending_for_thread(conn, job.thread_id)
-    latest = checkpoints[-1] if checkpoints else None
     current = _current_attempt(job, attempt_rows)
-    view = _state_view(
-        job, latest.checkpoint_id if latest else None, latest.state if latest else {}
-    )
+    point = _lineage_point(current, checkpoints)
+    view = _state_view(job, point.checkpoint_id if point else None, point.state if point else {})
     view.update(
         {
             "history": [checkpoint_item(cp) for cp in checkpoints],
@@ -514,10 +514,23 @@ async def detail(db: Database, thread_id: str) -> dict[str, Any]:
             "cancel_reason": job.cancel_reason,
         }
     )
-    observability = observability_view(checkpoints, events)
+    observability = observability_view(checkpoints, events, leases)
     if observability is not None:
         view["observability"] = observability
     return view
+
+
+def _lineage_point(
+    current: AttemptRecord | None, checkpoints: list[CheckpointRecord]
+) -> CheckpointRecord | None:
+    """The checkpoint the current attempt stands on, as ``get_state`` finds it."""
+    if current is not None:
+        point = job_store.lineage_point(
+            checkpoints, current.attempt_id, current.start_checkpoint_id
+        )
+        if point is not None:
+            return point
+    return checkpoints[-1] if checkpoints else None
 
 
 def _current_attempt(job: JobRecord, attempt_rows: list[AttemptRecord]) -> AttemptRecord | None:
@@ -536,18 +549,27 @@ async def history(db: Database, thread_id: str) -> dict[str, Any]:
 
 
 async def timeline(db: Database, thread_id: str, *, export: bool = False) -> dict[str, Any]:
-    """``JobTimelineResponse`` (or ``TimelineExportResponse``): every event of the thread."""
+    """``JobTimelineResponse`` (or ``TimelineExportResponse``): every event of the thread, the
+    latest attempt's trace context and the ``observability`` object."""
     require_id("thread_id", thread_id)
     async with db.read() as conn:
         events = await job_store.list_events(conn, thread_id)
+        if not events:
+            raise NotFound(f"No timeline found for thread: {thread_id}")
         checkpoints = await job_store.list_checkpoints(conn, thread_id)
-    if not events:
-        raise NotFound(f"No timeline found for thread: {thread_id}")
-    data: dict[str, Any] = {"thread_id": thread_id, "timeline": timeline_items(events)}
+        job = await job_store.get_job(conn, thread_id)
+        attempt_rows = await job_store.list_attempts(conn, thread_id)
+        leases = await job_store.leases_for_attempts(conn, [a.attempt_id for a in attempt_rows])
+    current = None if job is None else _current_attempt(job, attempt_rows)
+    data: dict[str, Any] = {
+        "thread_id": thread_id,
+        "timeline": timeline_items(events),
+        "trace": None if current is None else trace_view(attempt_trace(current)),
+    }
     if export:
         data["history"] = [checkpoint_item(cp) for cp in checkpoints]
         data["checkpoints"] = [{**checkpoint_item(cp), "values": cp.state} for cp in checkpoints]
-    observability = observability_view(checkpoints, events)
+    observability = observability_view(checkpoints, events, leases)
     if observability is not None:
         data["observability"] = observability
     return data

@@ -188,13 +188,15 @@ async def _resume(
         raise Conflict(
             f"thread '{job.thread_id}' is not waiting on an interrupt (status {job.status})"
         )
-    latest = await job_store.latest_checkpoint(conn, job.thread_id)
+    # The resumed run continues the interrupted attempt's lineage, not the thread's newest
+    # checkpoint (after a replay, that one belongs to the run the replay left behind).
+    point = await job_store.current_checkpoint(conn, job.thread_id, job.current_attempt_id)
     trace = await _follow_up_trace(conn, job)
     attempt_id = await _queue_follow_up(
         conn,
         job,
         kind="resume",
-        start_checkpoint_id=None if latest is None else latest.checkpoint_id,
+        start_checkpoint_id=None if point is None else point.checkpoint_id,
         resume_value=value,
         has_resume_value=True,
         trace=trace,
@@ -322,7 +324,7 @@ async def replay_job(
             if target is None:
                 raise NotFound(f"Checkpoint not found: {checkpoint_id}")
         else:
-            target = await job_store.latest_checkpoint(conn, thread_id)
+            target = await job_store.current_checkpoint(conn, thread_id, job.current_attempt_id)
             if target is None:
                 raise NotFound(f"No state found for thread: {thread_id}")
         replay_target = f"checkpoint:{target.checkpoint_id}"

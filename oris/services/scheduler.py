@@ -1022,6 +1022,8 @@ async def _finish(
     job_values: dict[str, Any] = {"status": job_status_for(status).value, "updated_at_ms": now}
     if status is AttemptStatus.COMPLETED:
         job_values["output_json"] = dump_json(output)
+    if status in (AttemptStatus.COMPLETED, AttemptStatus.INTERRUPTED):
+        # The job's error is its current execution's: a retried one's error is history.
         job_values["error_json"] = None
     if error is not None:
         job_values["error_json"] = dump_json(error)

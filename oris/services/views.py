@@ -79,22 +79,39 @@ def timeline_items(events: list[TimelineRecord]) -> list[dict[str, Any]]:
 
 
 def observability_view(
-    checkpoints: list[CheckpointRecord], events: list[TimelineRecord]
+    checkpoints: list[CheckpointRecord],
+    events: list[TimelineRecord],
+    thread_leases: list[LeaseRecord],
 ) -> dict[str, Any] | None:
-    """Upstream's ``observability`` object, with real values where upstream has placeholders."""
+    """Upstream's ``observability`` object (``KernelObservability``), filled from the store.
+
+    ``reasoning_timeline`` names each checkpoint (``CheckpointSaved#<seq + 1>``), ``replay_cost``
+    counts the checkpoints, ``lease_graph`` lists ``[attempt_id, worker_id]`` for every lease
+    granted on the thread, oldest first, and ``interrupt_latency_ms`` is the milliseconds from
+    the opening to the resume of the most recently resumed interrupt (null if none was)."""
     if not checkpoints:
         return None
-    interrupt_latency: int | None = None
-    opened = [e.created_at_ms for e in events if e.event_type == "interrupt_opened"]
-    resumed = [e.created_at_ms for e in events if e.event_type == "interrupt_resumed"]
-    if opened and resumed and resumed[-1] >= opened[-1]:
-        interrupt_latency = resumed[-1] - opened[-1]
     return {
         "reasoning_timeline": [f"CheckpointSaved#{cp.seq + 1}" for cp in checkpoints],
-        "lease_graph": None,
+        "lease_graph": [[lease.attempt_id, lease.worker_id] for lease in thread_leases],
         "replay_cost": len(checkpoints),
-        "interrupt_latency_ms": interrupt_latency,
+        "interrupt_latency_ms": _interrupt_latency_ms(events),
     }
+
+
+def _interrupt_latency_ms(events: list[TimelineRecord]) -> int | None:
+    opened: dict[Any, int] = {}
+    latency: int | None = None
+    for event in events:
+        details = event.details if isinstance(event.details, dict) else {}
+        interrupt_id = details.get("interrupt_id")
+        if interrupt_id is None:
+            continue
+        if event.event_type == "interrupt_opened":
+            opened[interrupt_id] = event.created_at_ms
+        elif event.event_type == "interrupt_resumed" and interrupt_id in opened:
+            latency = max(event.created_at_ms - opened[interrupt_id], 0)
+    return latency
 
 
 def interrupt_view(interrupt: InterruptRecord, *, with_attempt: bool = True) -> dict[str, Any]:

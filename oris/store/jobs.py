@@ -348,6 +348,55 @@ def _latest_checkpoint(of_attempt: bool) -> Select[Any]:
     return statement.order_by(checkpoints.c.seq.desc()).limit(1)
 
 
+def lineage_point(
+    candidates: Iterable[CheckpointRecord], attempt_id: str, start_checkpoint_id: str | None
+) -> CheckpointRecord | None:
+    """Where an attempt's lineage stands among ``candidates``: the attempt's own newest
+    checkpoint, else the checkpoint it started from (a run's first checkpoint, the resumed
+    attempt's point, a replay's target). Its own checkpoints always have a higher ``seq``."""
+    mine = [
+        c
+        for c in candidates
+        if c.attempt_id == attempt_id
+        or (start_checkpoint_id is not None and c.checkpoint_id == start_checkpoint_id)
+    ]
+    return max(mine, key=lambda c: c.seq, default=None)
+
+
+async def current_checkpoint(
+    conn: AsyncConnection, thread_id: str, attempt_id: str | None
+) -> CheckpointRecord | None:
+    """The checkpoint the thread's current attempt stands on (see :func:`lineage_point`), in
+    one query; the thread's newest checkpoint when there is no such attempt or point."""
+    if attempt_id is not None:
+        params = {"thread_id": thread_id, "attempt_id": attempt_id}
+        row = (await conn.execute(_current_checkpoint(), params)).mappings().first()
+        if row is not None:
+            return CheckpointRecord.from_row(row)
+    return await latest_checkpoint(conn, thread_id)
+
+
+@functools.cache
+def _current_checkpoint() -> Select[Any]:
+    start = (
+        select(attempts.c.start_checkpoint_id)
+        .where(attempts.c.attempt_id == bindparam("attempt_id"))
+        .scalar_subquery()
+    )
+    return (
+        select(checkpoints)
+        .where(
+            checkpoints.c.thread_id == bindparam("thread_id"),
+            or_(
+                checkpoints.c.attempt_id == bindparam("attempt_id"),
+                checkpoints.c.checkpoint_id == start,
+            ),
+        )
+        .order_by(checkpoints.c.seq.desc())
+        .limit(1)
+    )
+
+
 async def mark_running_many(
     conn: AsyncConnection, thread_ids: Sequence[str], now_ms: int
 ) -> dict[str, Any]:
@@ -399,14 +448,9 @@ async def resume_checkpoints(
         by_thread.setdefault(found.thread_id, []).append(found)
     chosen: dict[str, ResumePoint] = {}
     for attempt_id, thread_id, start in wanted:
-        mine = [
-            c
-            for c in by_thread.get(thread_id, ())
-            if c.attempt_id == attempt_id or c.checkpoint_id == start
-        ]
-        if mine:
-            newest = max(mine, key=lambda c: c.seq)
-            chosen[attempt_id] = ResumePoint(newest.checkpoint_id, newest.state)
+        point = lineage_point(by_thread.get(thread_id, ()), attempt_id, start)
+        if point is not None:
+            chosen[attempt_id] = ResumePoint(point.checkpoint_id, point.state)
     return chosen
 
 

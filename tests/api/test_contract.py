@@ -1,8 +1,13 @@
-"""Every response of a scripted session validates against upstream's API contract."""
+"""Every response of a scripted session validates against upstream's API contract: the one at
+upstream's head (27 endpoints, with ``trace`` and ``observability`` on the timelines) and the
+older snapshot this implementation started from. The files live in the project's shared
+reference directory (``../shared/reference`` next to the checkout, or ``ORIS_REFERENCE_DIR``);
+a missing file fails the tests rather than skipping them."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +15,26 @@ import httpx
 import jsonschema
 import pytest
 
+from oris.services import maintenance
 from tests.api.helpers import ok
+from tests.api.test_scheduler import force_expire, runtime_of
+from tests.support import ROOT
 
-CONTRACT = (
-    Path(__file__).resolve().parents[3] / "shared" / "reference" / "oris-runtime-api-contract.json"
-)
+REFERENCE_ENV = "ORIS_REFERENCE_DIR"
+HEAD = "oris-runtime-api-contract-upstream-head.json"
+SNAPSHOT = "oris-runtime-api-contract.json"
 
 
-def _contract() -> dict[str, Any]:
-    if not CONTRACT.is_file():
-        pytest.skip(f"contract file not found at {CONTRACT}")
-    loaded: dict[str, Any] = json.loads(CONTRACT.read_text())
+def _reference_dir() -> Path:
+    configured = os.environ.get(REFERENCE_ENV, "").strip()
+    return Path(configured) if configured else ROOT.parent / "shared" / "reference"
+
+
+def _contract(name: str = HEAD) -> dict[str, Any]:
+    path = _reference_dir() / name
+    if not path.is_file():
+        pytest.fail(f"API contract not found at {path}; set {REFERENCE_ENV} to its directory")
+    loaded: dict[str, Any] = json.loads(path.read_text())
     return loaded
 
 
@@ -32,17 +46,59 @@ def _schema_for(contract: dict[str, Any], method: str, path: str) -> dict[str, A
     raise AssertionError(f"{method} {path} is not in the contract")
 
 
+def _declared_fields(schema: dict[str, Any]) -> set[str]:
+    """The properties the contract declares for an envelope's ``data`` object."""
+    data = schema["properties"]["data"]
+    if "$ref" in data:
+        data = schema["definitions"][data["$ref"].rsplit("/", 1)[-1]]
+    return set(data.get("properties", {}))
+
+
+def test_the_head_contract_is_the_snapshot_plus_trace_and_observability() -> None:
+    """What upstream's head changed, so a further move of the contract is noticed here."""
+    head, snapshot = _contract(HEAD), _contract(SNAPSHOT)
+
+    def endpoints(contract: dict[str, Any]) -> list[tuple[str, str]]:
+        return sorted((e["method"], e["path"]) for e in contract["endpoints"])
+
+    assert endpoints(head) == endpoints(snapshot) and len(endpoints(head)) == 27
+    changed = {
+        name for name, schema in head["schemas"].items() if snapshot["schemas"].get(name) != schema
+    }
+    assert changed == {
+        "ApiEnvelope_JobDetailResponse",
+        "ApiEnvelope_JobTimelineResponse",
+        "ApiEnvelope_TimelineExportResponse",
+    }
+    added = {
+        name: _declared_fields(head["schemas"][name]) - _declared_fields(snapshot["schemas"][name])
+        for name in changed
+    }
+    assert added == {
+        "ApiEnvelope_JobDetailResponse": {"observability"},
+        "ApiEnvelope_JobTimelineResponse": {"observability", "trace"},
+        "ApiEnvelope_TimelineExportResponse": {"observability", "trace"},
+    }
+
+
 async def test_every_endpoint_response_matches_the_contract(api: httpx.AsyncClient) -> None:
-    contract = _contract()
+    contract = _contract(HEAD)
+    snapshot = _contract(SNAPSHOT)
     checked: set[tuple[str, str]] = set()
 
     async def check(method: str, template: str, url: str, body: Any = None) -> dict[str, Any]:
         response = await api.request(method, url, json=body)
         assert response.status_code == 200, (method, url, response.text)
         payload: dict[str, Any] = response.json()
-        jsonschema.validate(payload, _schema_for(contract, method, template))
+        schema = _schema_for(contract, method, template)
+        jsonschema.validate(payload, schema)
+        jsonschema.validate(payload, _schema_for(snapshot, method, template))
         checked.add((method, template))
         data: dict[str, Any] = payload["data"]
+        # Every field the contract declares is sent (optional ones as null), except
+        # ``observability``, which upstream leaves out when there is nothing to report.
+        missing = _declared_fields(schema) - set(data) - {"observability"}
+        assert not missing, (method, template, missing)
         return data
 
     run = await check(
@@ -93,10 +149,20 @@ async def test_every_endpoint_response_matches_the_contract(api: httpx.AsyncClie
         },
     )
     await check("GET", "/v1/jobs/:thread_id", "/v1/jobs/c1")
-    await check("GET", "/v1/jobs/:thread_id/detail", "/v1/jobs/c1/detail")
     await check("GET", "/v1/jobs/:thread_id/history", "/v1/jobs/c1/history")
-    await check("GET", "/v1/jobs/:thread_id/timeline", "/v1/jobs/c1/timeline")
-    await check("GET", "/v1/jobs/:thread_id/timeline/export", "/v1/jobs/c1/timeline/export")
+    detail = await check("GET", "/v1/jobs/:thread_id/detail", "/v1/jobs/c1/detail")
+    timeline = await check("GET", "/v1/jobs/:thread_id/timeline", "/v1/jobs/c1/timeline")
+    export = await check(
+        "GET", "/v1/jobs/:thread_id/timeline/export", "/v1/jobs/c1/timeline/export"
+    )
+    for data in (detail, timeline, export):
+        assert data["trace"] is not None and data["trace"]["trace_id"] == run["trace"]["trace_id"]
+        assert data["observability"]["lease_graph"] == [[run["attempt_id"], "w"]]
+        assert data["observability"]["reasoning_timeline"] == [
+            "CheckpointSaved#1",
+            "CheckpointSaved#2",
+        ]
+        assert data["observability"]["replay_cost"] == 2
     await check(
         "GET",
         "/v1/jobs/:thread_id/checkpoints/:checkpoint_id",
@@ -168,7 +234,7 @@ async def test_batch_ack_items_carry_the_ack_response_of_the_contract(
     api: httpx.AsyncClient,
 ) -> None:
     """``/acks`` is not upstream's, but each successful item is exactly an ``/ack`` answer."""
-    contract = _contract()
+    contract = _contract(HEAD)
     schema = _schema_for(contract, "POST", "/v1/workers/:worker_id/ack")
     for index in range(3):
         await ok(api, "POST", "/v1/jobs/run", {"thread_id": f"b{index}", "input": index})
@@ -194,3 +260,54 @@ async def test_batch_ack_items_carry_the_ack_response_of_the_contract(
         envelope.pop("ok")
         envelope.pop("attempt_id")
         jsonschema.validate(envelope, schema)
+
+
+async def test_timelines_carry_the_latest_attempts_trace_and_its_lease_graph(
+    api: httpx.AsyncClient,
+) -> None:
+    run = await ok(api, "POST", "/v1/jobs/run", {"thread_id": "obs", "workflow": "approval"})
+    first = await ok(
+        api, "POST", "/v1/workers/poll", {"worker_id": "w1", "workflows": ["approval"]}
+    )
+    rt = runtime_of(api)
+    await force_expire(rt, first["lease_id"])
+    assert (await maintenance.sweep(rt)).leases_expired == 1
+    second = await ok(
+        api, "POST", "/v1/workers/poll", {"worker_id": "w2", "workflows": ["approval"]}
+    )
+    assert second["attempt_id"] == run["attempt_id"]
+    await ok(
+        api,
+        "POST",
+        "/v1/workers/w2/ack",
+        {
+            "attempt_id": run["attempt_id"],
+            "terminal_status": "interrupted",
+            "interrupt": {"value": 1},
+        },
+    )
+    before = await ok(api, "GET", "/v1/jobs/obs/timeline")
+    assert before["trace"] == (await ok(api, "GET", "/v1/jobs/obs/detail"))["trace"]
+    assert before["trace"]["trace_id"] == run["trace"]["trace_id"]
+    assert before["observability"]["interrupt_latency_ms"] is None
+    resumed = await ok(api, "POST", "/v1/jobs/obs/resume", {"value": "yes"})
+    third = await ok(
+        api, "POST", "/v1/workers/poll", {"worker_id": "w3", "workflows": ["approval"]}
+    )
+    assert third["attempt_id"] == resumed["attempt_id"]
+    expected_graph = [
+        [run["attempt_id"], "w1"],
+        [run["attempt_id"], "w2"],
+        [resumed["attempt_id"], "w3"],
+    ]
+    detail = await ok(api, "GET", "/v1/jobs/obs/detail")
+    for path in ("/v1/jobs/obs/timeline", "/v1/jobs/obs/timeline/export"):
+        data = await ok(api, "GET", path)
+        # The resume attempt's trace context (its dispatch span), not the interrupted one's.
+        assert data["trace"] == third["trace"] == detail["trace"] != before["trace"], path
+        assert data["trace"]["trace_id"] == run["trace"]["trace_id"], path
+        observability = data["observability"]
+        assert observability["lease_graph"] == expected_graph, path
+        assert observability == detail["observability"], path
+        latency = observability["interrupt_latency_ms"]
+        assert isinstance(latency, int) and latency >= 0, path

@@ -9,6 +9,8 @@ import httpx
 import pytest
 from sqlalchemy import event
 
+from oris.cli.smoke import SMOKE_WORKFLOW
+from oris.domain.validation import RUNTIME_WORKFLOWS
 from tests.api.helpers import ack, fails, ok, poll, run, status_of
 from tests.api.test_scheduler import runtime_of
 
@@ -83,6 +85,36 @@ async def test_run_validation_errors_write_nothing(
     listing = await ok(api, "GET", "/v1/jobs")
     assert listing["jobs"] == []
     assert listing["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "workflow", "idempotency_key"),
+    [
+        ("/v1/jobs/run", "oris.evil", None),
+        ("/v1/jobs", "ORIS.smoke", None),
+        ("/v1/jobs/run", "Oris.", "k-reserved"),
+    ],
+)
+async def test_reserved_workflow_names_the_runtime_does_not_serve_are_400(
+    api: httpx.AsyncClient, workflow: str, path: str, idempotency_key: str | None
+) -> None:
+    body = {"thread_id": "t-reserved", "workflow": workflow, "idempotency_key": idempotency_key}
+    error = await fails(api, "POST", path, 400, body)
+    assert error["code"] == "invalid_argument"
+    assert "reserved" in error["message"] and "oris.smoke" in error["message"]
+    assert error["details"] == {"workflow": workflow}
+    assert (await ok(api, "GET", "/v1/jobs"))["total"] == 0
+    refused = await ok(
+        api, "GET", "/v1/audit/logs", params={"action": "job.run", "result": "error"}
+    )
+    assert [row["status_code"] for row in refused["logs"]] == [400]
+    # The runtime's own probe workflow is still accepted.
+    served = await ok(api, "POST", path, {"thread_id": "t-smoke", "workflow": "oris.smoke"})
+    assert served["workflow"] == "oris.smoke"
+
+
+def test_the_smoke_workflow_is_one_the_runtime_serves() -> None:
+    assert SMOKE_WORKFLOW in RUNTIME_WORKFLOWS
 
 
 @pytest.mark.parametrize(

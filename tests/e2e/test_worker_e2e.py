@@ -241,6 +241,24 @@ def test_approval_reject_cancels_the_job(cluster: Cluster) -> None:
     assert [line["terminal_status"] for line in acked] == ["interrupted"]
 
 
+def test_replay_before_the_interrupt_then_resume_completes_with_the_new_answer(
+    cluster: Cluster,
+) -> None:
+    cluster.start_worker("w-lineage")
+    cluster.run("lineage-e2e", "approval", "doc")
+    first = cluster.pending_interrupt("lineage-e2e")
+    cluster.call("POST", f"/v1/interrupts/{first['interrupt_id']}/resume", {"value": "A"})
+    assert cluster.wait_status("lineage-e2e", "completed")["output"] == {"approved": "A"}
+    draft = next(item for item in cluster.history("lineage-e2e") if item["step"] == "draft")
+    cluster.call("POST", "/v1/jobs/lineage-e2e/replay", {"checkpoint_id": draft["checkpoint_id"]})
+    second = cluster.pending_interrupt("lineage-e2e")
+    assert second["interrupt_id"] != first["interrupt_id"]
+    cluster.call("POST", f"/v1/interrupts/{second['interrupt_id']}/resume", {"value": "B"})
+    job = cluster.wait_status("lineage-e2e", "completed")
+    assert job["output"] == {"approved": "B"}
+    assert job["values"]["steps"]["interrupt:1"] == "B"
+
+
 def test_flaky_job_completes_on_its_third_attempt(cluster: Cluster) -> None:
     cluster.start_worker("w-flaky")
     started = cluster.run(
