@@ -283,4 +283,3 @@ def register(app: typer.Typer) -> None:
     """Add ``oris jobs purge`` and ``oris audit archive`` to their groups."""
     attach_group(app, "jobs", jobs_app)
     attach_group(app, "audit", audit_app)
-

@@ -69,7 +69,9 @@ def _pending_dead_letter() -> ColumnElement[bool]:
     """The job has an attempt waiting in the DLQ (index-backed: attempts by run, DLQ by id)."""
     return exists(
         select(1)
-        .select_from(attempts.join(dead_letters, dead_letters.c.attempt_id == attempts.c.attempt_id))
+        .select_from(
+            attempts.join(dead_letters, dead_letters.c.attempt_id == attempts.c.attempt_id)
+        )
         .where(
             attempts.c.run_id == jobs.c.thread_id,
             dead_letters.c.replay_status == ReplayStatus.PENDING.value,
@@ -139,7 +141,7 @@ async def oldest_purgeable_ms(conn: AsyncConnection, status: str) -> int | None:
 
 
 def _row(row: Any) -> dict[str, Any]:
-    return dict(row)
+    return {str(key): row[key] for key in row.keys()}  # noqa: SIM118 (a RowMapping)
 
 
 async def export_rows(
@@ -152,13 +154,13 @@ async def export_rows(
     postgres = is_postgres(conn)
     params = {"thread_ids": list(thread_ids)}
     out: dict[str, dict[str, list[dict[str, Any]]]] = {
-        thread_id: {jobs.name: []} for thread_id in thread_ids
+        thread_id: {str(jobs.name): []} for thread_id in thread_ids
     }
     job_rows = await conn.execute(
         select(jobs).where(in_list(postgres, jobs.c.thread_id, "thread_ids")), params
     )
     for row in job_rows.mappings():
-        out[row["thread_id"]][jobs.name].append(_row(row))
+        out[row["thread_id"]][str(jobs.name)].append(_row(row))
     owner: dict[str, str] = {}
     for table, column in THREAD_TABLES:
         statement = (
@@ -168,19 +170,17 @@ async def export_rows(
         )
         for row in (await conn.execute(statement, params)).mappings():
             thread_id = row[column.name]
-            out[thread_id].setdefault(table.name, []).append(_row(row))
+            out[thread_id].setdefault(str(table.name), []).append(_row(row))
             if table is attempts:
                 owner[row["attempt_id"]] = thread_id
     for table, column in ATTEMPT_TABLES:
         statement = (
-            select(table)
-            .where(column.in_(_attempts_of(postgres)))
-            .order_by(*_ORDER[table.name])
+            select(table).where(column.in_(_attempts_of(postgres))).order_by(*_ORDER[table.name])
         )
         for row in (await conn.execute(statement, params)).mappings():
             thread_id = owner.get(row[column.name])
             if thread_id is not None:
-                out[thread_id].setdefault(table.name, []).append(_row(row))
+                out[thread_id].setdefault(str(table.name), []).append(_row(row))
     return out
 
 
