@@ -175,17 +175,24 @@ async def export_rows(
                 owner[row["attempt_id"]] = thread_id
     for table, column in ATTEMPT_TABLES:
         statement = (
-            select(table).where(column.in_(_attempts_of(postgres))).order_by(*_ORDER[table.name])
+            select(table)
+            .where(in_list(postgres, column, "attempt_ids"))
+            .order_by(*_ORDER[table.name])
         )
-        for row in (await conn.execute(statement, params)).mappings():
-            thread_id = owner.get(row[column.name])
-            if thread_id is not None:
+        for chunk in _chunks(sorted(owner)):
+            for row in (await conn.execute(statement, {"attempt_ids": chunk})).mappings():
+                thread_id = owner[row[column.name]]
                 out[thread_id].setdefault(str(table.name), []).append(_row(row))
     return out
 
 
-def _attempts_of(postgres: bool) -> Any:
-    return select(attempts.c.attempt_id).where(in_list(postgres, attempts.c.run_id, "thread_ids"))
+# Attempt ids go to the attempt-keyed tables as explicit lists, not as a subquery: with one,
+# PostgreSQL would hash-join a sequential scan of the whole table against a batch's attempts.
+_ATTEMPT_CHUNK = 500
+
+
+def _chunks(values: Sequence[str]) -> list[list[str]]:
+    return [list(values[i : i + _ATTEMPT_CHUNK]) for i in range(0, len(values), _ATTEMPT_CHUNK)]
 
 
 async def delete_jobs(
@@ -207,9 +214,15 @@ async def delete_jobs(
     if not deleted:
         return []
     params = {"thread_ids": deleted}
-    # Attempt-keyed rows first: they are found through the attempts, deleted next.
+    found = await conn.execute(
+        select(attempts.c.attempt_id).where(in_list(postgres, attempts.c.run_id, "thread_ids")),
+        params,
+    )
+    attempt_ids = sorted(str(row[0]) for row in found.all())
     for table, column in ATTEMPT_TABLES:
-        await conn.execute(delete(table).where(column.in_(_attempts_of(postgres))), params)
+        statement = delete(table).where(in_list(postgres, column, "attempt_ids"))
+        for chunk in _chunks(attempt_ids):
+            await conn.execute(statement, {"attempt_ids": chunk})
     for table, column in THREAD_TABLES:
         await conn.execute(delete(table).where(in_list(postgres, column, "thread_ids")), params)
     return deleted
