@@ -45,6 +45,12 @@ async def sweep(rt: Runtime) -> dict[str, int]:
         if seconds <= 0:
             continue
         cutoff = now_ms() - int(seconds * 1000)
+        # Most passes find nothing: look first with one index probe in a read transaction,
+        # so an idle retention never takes the write lock (SQLite's single writer).
+        async with rt.db.read() as conn:
+            due = await retention_store.expired_jobs(conn, status=status, cutoff_ms=cutoff, limit=1)
+        if not due:
+            continue
         async with rt.db.write() as conn:
             chosen = await retention_store.expired_jobs(
                 conn, status=status, cutoff_ms=cutoff, limit=batch, lock=True
