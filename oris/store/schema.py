@@ -275,13 +275,17 @@ async def _watch_blockers(
     """While the migration runs, note who blocks it: once its statement is cancelled by the
     lock timeout the wait is over, and so is the evidence."""
     interval = min(max(limits.lock_timeout_seconds / 5, 0.05), 0.5)
-    async with database.engine.connect() as conn:
-        while True:
-            rows = (await conn.execute(_BLOCKERS, {"pid": pid})).mappings().all()
-            await conn.rollback()
-            if rows:
-                found[:] = [dict(row) for row in rows]
-            await asyncio.sleep(interval)
+    try:
+        async with database.engine.connect() as conn:
+            while True:
+                rows = (await conn.execute(_BLOCKERS, {"pid": pid})).mappings().all()
+                await conn.rollback()
+                if rows:
+                    found[:] = [dict(row) for row in rows]
+                await asyncio.sleep(interval)
+    except (DBAPIError, OSError) as error:
+        # Only evidence for the message: the migration's own outcome must not depend on it.
+        log.warning("could not watch the migration's lock waits: %s", type(error).__name__)
 
 
 def _lock_timeout_message(
