@@ -63,6 +63,19 @@ class ServerSettings(BaseSettings):
     metrics_rate_window_seconds: Annotated[float, Field(gt=0, le=86_400)] = 300.0
     metrics_count_interval_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
 
+    # Finished jobs are deleted this long after they finished; 0 keeps them forever.
+    retention_completed_seconds: Annotated[float, Field(ge=0)] = 7 * 86_400.0
+    retention_cancelled_seconds: Annotated[float, Field(ge=0)] = 7 * 86_400.0
+    # Failed jobs whose dead letters were all replayed or discarded (never a pending one).
+    retention_dead_lettered_seconds: Annotated[float, Field(ge=0)] = 30 * 86_400.0
+    retention_batch_size: Annotated[int, Field(ge=1, le=1000)] = 500
+
+    # Every migration gives up on a lock after this long instead of queueing every writer
+    # (and every poll) behind it; ``oris db upgrade`` retries that many times.
+    migration_lock_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 5.0
+    migration_statement_timeout_seconds: Annotated[float, Field(ge=0, le=86_400)] = 600.0
+    migration_lock_retries: Annotated[int, Field(ge=0, le=100)] = 3
+
     rate_limit_per_second: Annotated[float, Field(ge=0, le=1_000_000)] = 0.0
     rate_limit_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 50
     auth_max_failures_per_window: Annotated[int, Field(ge=0, le=1_000_000)] = 20

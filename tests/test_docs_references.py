@@ -64,6 +64,8 @@ def _exported_families() -> set[str]:
         stale_leases=0,
         table_dead_tuples={"runtime_attempts": 0},
         oldest_transaction_age_seconds=0.0,
+        table_size_bytes={"runtime_jobs": 8192},
+        database_size_bytes=8192,
     )
     names = set()
     for family in text_string_to_metric_families(metrics.render(gauges)):

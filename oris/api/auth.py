@@ -27,6 +27,8 @@ _READ_PREFIXES = (
     "/v1/workers",
 )
 _OPERATOR_WRITE_PREFIXES = ("/v1/jobs", "/v1/interrupts", "/v1/dlq", "/v1/incidents")
+# Deleting history is for admins only, although it sits under an operator prefix.
+_ADMIN_ONLY_WRITES = frozenset({"/v1/jobs/purge", "/v1/audit/archive"})
 
 
 def secrets_match(presented: str, expected: str) -> bool:
@@ -35,11 +37,13 @@ def secrets_match(presented: str, expected: str) -> bool:
 
 
 def role_allows(role: Role, method: str, path: str) -> bool:
-    """The role matrix: admin everything; operator jobs/interrupts/DLQ (+ reads); viewer reads;
-    worker only the worker endpoints."""
+    """The role matrix: admin everything; operator jobs/interrupts/DLQ (+ reads) except the
+    purge; viewer reads; worker only the worker endpoints."""
     if role is Role.ADMIN:
         return True
     is_read = method in {"GET", "HEAD"}
+    if not is_read and path.rstrip("/") in _ADMIN_ONLY_WRITES:
+        return False
     if role is Role.WORKER:
         return path.startswith("/v1/workers") and not is_read
     if role is Role.VIEWER:

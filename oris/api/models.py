@@ -200,3 +200,25 @@ class CloseIncidentBody(Body):
     """Close the open incident."""
 
     reason: str | None = None
+
+
+class PurgeJobsBody(Body):
+    """Purge finished jobs (admin): one batch of jobs in ``status`` older than the cut-off."""
+
+    status: str
+    older_than_seconds: int = Field(ge=0, le=100 * 365 * 86_400)
+    dry_run: bool = False
+    limit: int = Field(default=1000, ge=1, le=1000)
+    thread_ids: list[str] | None = Field(default=None, max_length=1000)
+    include_rows: bool = False
+
+
+class ArchiveAuditBody(Body):
+    """Archive the oldest part of the audit chain (admin): a dry run reads the next rows; a
+    real run removes them through ``through_audit_id``, named by its ``through_row_hash``."""
+
+    before_ms: int = Field(ge=0)
+    dry_run: bool = False
+    limit: int = Field(default=1000, ge=1, le=5000)
+    through_audit_id: int | None = Field(default=None, ge=1)
+    through_row_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")

@@ -11,7 +11,14 @@ from oris.cli.errors import fail
 from oris.cli.serve import load_settings_or_exit
 from oris.config import Backend, ConfigError
 from oris.domain.errors import SchemaVersionError
-from oris.services.bootstrap import SchemaStatus, check_schema, open_database, upgrade_schema
+from oris.services.bootstrap import (
+    SchemaStatus,
+    check_schema,
+    migration_limits,
+    open_database,
+    pending_revisions,
+    upgrade_schema,
+)
 
 app = typer.Typer(help="Schema versioning: upgrade, current, check.", no_args_is_help=True)
 
@@ -32,7 +39,9 @@ def _run(backend: str | None, upgrade: bool) -> tuple[SchemaStatus, str]:
 
     async def go() -> SchemaStatus:
         try:
-            return await (upgrade_schema(database) if upgrade else check_schema(database))
+            if upgrade:
+                return await upgrade_schema(database, migration_limits(settings))
+            return await check_schema(database)
         finally:
             await database.dispose()
 
@@ -45,8 +54,32 @@ def _run(backend: str | None, upgrade: bool) -> tuple[SchemaStatus, str]:
 
 
 @app.command("upgrade")
-def upgrade(backend: BackendOption = None) -> None:
-    """Apply every missing migration (forward-only); refuse a database newer than this code."""
+def upgrade(
+    backend: BackendOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the pending revisions; change nothing.")
+    ] = False,
+) -> None:
+    """Apply every missing migration (forward-only); refuse a database newer than this code.
+
+    On PostgreSQL each migration waits at most ORIS_MIGRATION_LOCK_TIMEOUT_SECONDS for a lock
+    (retried ORIS_MIGRATION_LOCK_RETRIES times, then refused with the blocking sessions) and
+    runs each statement at most ORIS_MIGRATION_STATEMENT_TIMEOUT_SECONDS."""
+    if dry_run:
+        status, name = _run(backend, upgrade=False)
+        if status.newer_than_code:
+            fail(status.describe(Backend(name)))
+        pending = pending_revisions(status)
+        if not pending:
+            typer.echo(f"{name} runtime schema version {status.database_version} is current")
+            return
+        typer.echo(
+            f"{name} runtime schema at version {status.database_version or 0}; "
+            f"`oris db upgrade` would apply {len(pending)} revision(s):"
+        )
+        for revision in pending:
+            typer.echo(f"  {revision.alembic_id}  version {revision.version}  {revision.name}")
+        return
     status, name = _run(backend, upgrade=True)
     typer.echo(
         f"{name} runtime schema at version {status.database_version} (head {status.code_version})"

@@ -26,6 +26,7 @@ def _register_optional() -> None:
         ("oris.cli.worker", "worker", None),
         ("oris.cli.triage", "triage", None),
         ("oris.cli.operator", "register", None),
+        ("oris.cli.retention", "register", None),
     ):
         try:
             module = importlib.import_module(module_name)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import httpx
@@ -33,6 +34,7 @@ from oris.cli.output import (
 )
 from oris.client.http import ApiError, OrisClient, ServerUnreachable
 from oris.config import ClientSettings, describe_validation_error
+from oris.domain.audit_chain import check_segment
 from oris.domain.states import InterruptStatus, JobStatus, ReplayStatus
 from oris.domain.validation import TimeoutStatus
 
@@ -725,13 +727,79 @@ async def audit_logs(
 
 def render_audit_verify(data: Mapping[str, Any]) -> None:
     """Print the chain verdict."""
+    if "files" in data:
+        render_archive_verify(data)
+        return
+    anchor = data.get("anchor") or {}
+    after = (
+        f", starting after archived audit_id {anchor['last_audit_id']}"
+        if anchor.get("last_audit_id")
+        else ""
+    )
     if data.get("ok"):
-        print(f"audit chain intact: {data.get('rows_checked')} rows checked")
+        print(f"audit chain intact: {data.get('rows_checked')} rows checked{after}")
     else:
         print(
             f"audit chain BROKEN at audit_id {data.get('first_bad_audit_id')}: {data.get('problem')}"
-            f" ({data.get('rows_checked')} rows checked)"
+            f" ({data.get('rows_checked')} rows checked{after})"
         )
+
+
+def render_archive_verify(data: Mapping[str, Any]) -> None:
+    """Print the verdict on archive files."""
+    start = data.get("starts_after_hash")
+    where = "the start of the chain" if start is None else f"hash {start}"
+    if data["ok"]:
+        print(
+            f"audit archive intact: {data['rows_checked']} rows (audit_id "
+            f"{data['first_audit_id']}..{data['last_audit_id']}) in {len(data['files'])} "
+            f"file(s), starting after {where}, ending at hash {data['last_row_hash']}"
+        )
+    else:
+        print(
+            f"audit archive BROKEN at audit_id {data['first_bad_audit_id']} "
+            f"({data.get('file')}:{data.get('line')}): {data['problem']}"
+        )
+
+
+def verify_archive_files(files: list[Path]) -> dict[str, Any]:
+    """Check archive files (in the order given) on their own: every row matches its hash and
+    links to the row before it, across files too."""
+    located: list[tuple[str, int]] = []
+
+    def rows() -> Any:
+        for path in files:
+            with path.open(encoding="utf-8") as handle:
+                for number, text in enumerate(handle, start=1):
+                    if not text.strip():
+                        continue
+                    located.append((str(path), number))
+                    try:
+                        row = json.loads(text)
+                    except ValueError as error:
+                        raise typer.BadParameter(f"{path}:{number} is not JSON ({error})") from None
+                    if not isinstance(row, dict) or "audit_id" not in row:
+                        raise typer.BadParameter(f"{path}:{number} is not an audit row")
+                    yield row
+
+    try:
+        check = check_segment(rows())
+    except OSError as error:
+        fail(f"cannot read the archive: {error}", EXIT_USAGE)
+    result: dict[str, Any] = {
+        "files": [str(path) for path in files],
+        "ok": check.ok,
+        "rows_checked": check.rows_checked,
+        "first_audit_id": check.first_audit_id,
+        "last_audit_id": check.last_audit_id,
+        "starts_after_hash": check.starts_after_hash,
+        "last_row_hash": check.last_row_hash,
+        "first_bad_audit_id": check.first_bad_audit_id,
+        "problem": check.problem,
+    }
+    if not check.ok and located:
+        result["file"], result["line"] = located[-1]
+    return result
 
 
 @api_command(
@@ -740,8 +808,22 @@ def render_audit_verify(data: Mapping[str, Any]) -> None:
     render=render_audit_verify,
     exit_code=lambda data: 0 if data.get("ok") else 1,
 )
-async def audit_verify(client: OrisClient) -> Any:
+async def audit_verify(
+    client: OrisClient,
+    files: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--file",
+            help="Check archive files (from `oris audit archive`, oldest first) offline "
+            "instead of the server's chain. Repeat for several.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+) -> Any:
     """Check the audit hash chain; exit 1 and name the first altered row if it is broken."""
+    if files:
+        return verify_archive_files(files)
     return await client.request("GET", "/v1/audit/verify")
 
 

@@ -77,6 +77,79 @@ def signals(first: dict[str, float], second: dict[str, float]) -> list[Signal]:
     ]
 
 
+def _labelled(metrics: dict[str, float], name: str, label: str) -> dict[str, float]:
+    """``{label value: sample}`` of one family with a single label."""
+    prefix = f'{name}{{{label}="'
+    return {
+        key[len(prefix) : -2]: value for key, value in metrics.items() if key.startswith(prefix)
+    }
+
+
+def table_health(metrics: dict[str, float]) -> dict[str, Any]:
+    """What retention and vacuum leave behind: the oldest finished job retention could purge
+    (per status), the tables' sizes and dead tuples, and the oldest open transaction."""
+    return {
+        "oldest_finished_job_age_seconds": _labelled(
+            metrics, "oris_runtime_oldest_finished_job_age_seconds", "status"
+        ),
+        "database_size_bytes": metrics.get("oris_runtime_database_size_bytes"),
+        "table_size_bytes": _labelled(metrics, "oris_runtime_table_size_bytes", "table"),
+        "table_dead_tuples": _labelled(metrics, "oris_runtime_table_dead_tuples", "table"),
+        "oldest_transaction_age_seconds": metrics.get(
+            "oris_runtime_oldest_transaction_age_seconds"
+        ),
+    }
+
+
+def _bytes(value: float | None) -> str:
+    if value is None:
+        return "-"
+    units = ("B", "kB", "MB", "GB", "TB")
+    index = 0
+    while value >= 1024 and index < len(units) - 1:
+        value /= 1024
+        index += 1
+    return f"{value:.0f} B" if index == 0 else f"{value:.1f} {units[index]}"
+
+
+def _age(seconds: float) -> str:
+    if seconds <= 0:
+        return "-"
+    if seconds >= 86_400:
+        return f"{seconds / 86_400:.1f}d"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds:.0f}s"
+
+
+def render_table_health(health: dict[str, Any]) -> list[str]:
+    """The table-health lines of the summary screen."""
+    ages = health["oldest_finished_job_age_seconds"]
+    lines = [
+        "oldest finished job (not purged yet): "
+        + ", ".join(f"{status} {_age(ages.get(status, 0.0))}" for status in sorted(ages))
+    ]
+    sizes: dict[str, float] = health["table_size_bytes"]
+    largest = sorted(sizes.items(), key=lambda item: -item[1])[:3]
+    lines.append(
+        f"database size: {_bytes(health['database_size_bytes'])}"
+        + (
+            " (largest: " + ", ".join(f"{name} {_bytes(size)}" for name, size in largest) + ")"
+            if largest
+            else ""
+        )
+    )
+    dead: dict[str, float] = health["table_dead_tuples"]
+    if dead:
+        worst = max(dead.items(), key=lambda item: item[1])
+        oldest = health["oldest_transaction_age_seconds"]
+        lines.append(
+            f"dead tuples: {sum(dead.values()):.0f} (most: {worst[0]} {worst[1]:.0f}); "
+            f"oldest open transaction: {0.0 if oldest is None else oldest:.0f}s"
+        )
+    return lines
+
+
 def playbook(
     health_ok: bool, health: dict[str, Any], found: list[Signal], stale: float, workers: int
 ) -> str:
@@ -173,6 +246,7 @@ def summarise(evidence: Evidence, server_url: str, folder: Path) -> dict[str, An
         },
         "workers_seen": [w["worker_id"] for w in workers],
         "stale_leases": stale,
+        "table_health": table_health(second),
         "open_incident": health.get("incident"),
         "playbook": playbook(health_ok, health, found, stale, len(workers)),
         "evidence": str(folder),
@@ -232,6 +306,7 @@ def render(summary: dict[str, Any]) -> str:
         f"workers seen (5 min): {len(summary['workers_seen'])} {' '.join(summary['workers_seen'][:8])}",
         f"leases stuck past expiry: {summary['stale_leases']:.0f}",
         f"open incident: {summary['open_incident']['incident_id'] if summary['open_incident'] else 'none'}",
+        *render_table_health(summary["table_health"]),
         "",
         f"playbook: {summary['playbook']}",
         f"evidence: {summary['evidence']} (MANIFEST.sha256)",

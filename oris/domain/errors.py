@@ -90,6 +90,10 @@ class SchemaVersionError(Exception):
     """The database schema does not match what this code supports."""
 
 
+class MigrationLockTimeout(SchemaVersionError):
+    """A migration gave up waiting for a lock (after its retries); names who held it."""
+
+
 class PayloadTooLarge(OrisError):
     """The request body exceeds the configured limit (413)."""
 

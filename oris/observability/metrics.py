@@ -26,6 +26,7 @@ RECOVERY_BUCKETS_MS: tuple[float, ...] = (
     30000,
     60000,
 )
+PURGED_STATUSES: tuple[str, ...] = ("completed", "cancelled", "failed")
 HTTP_BUCKETS_SECONDS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -106,6 +107,9 @@ class DatabaseGauges:
     table_dead_tuples: dict[str, int] = field(default_factory=dict)
     oldest_transaction_age_seconds: float | None = None
     counts_age_seconds: float = 0.0
+    oldest_finished_job_age_seconds: dict[str, float] = field(default_factory=dict)
+    table_size_bytes: dict[str, int] = field(default_factory=dict)
+    database_size_bytes: int | None = None
 
 
 class RuntimeMetrics:
@@ -125,6 +129,7 @@ class RuntimeMetrics:
         self.recovery_latency = Histogram(RECOVERY_BUCKETS_MS)
         self.maintenance_lag = Histogram(LATENCY_BUCKETS_MS)
         self.maintenance_runs = 0
+        self.purged_jobs = {status: 0 for status in PURGED_STATUSES}
         self.http_requests: dict[tuple[str, str, str], int] = {}
         self.http_latency: dict[tuple[str, str], Histogram] = {}
         self.conflict_window = WindowRatio(rate_window_seconds)
@@ -176,6 +181,11 @@ class RuntimeMetrics:
         """Count leases expired by maintenance."""
         with self._lock:
             self.leases_expired += count
+
+    def purged(self, status: str, count: int) -> None:
+        """Count finished jobs deleted by retention or a manual purge."""
+        with self._lock:
+            self.purged_jobs[status] = self.purged_jobs.get(status, 0) + count
 
     def maintenance_ran(self, lag_ms: float) -> None:
         """Record how late a maintenance pass started relative to its schedule."""
@@ -286,6 +296,13 @@ class RuntimeMetrics:
             "Leases expired by maintenance and requeued.",
         )
         out.append(f"oris_runtime_leases_expired_total {self.leases_expired}")
+        out += family(
+            "oris_runtime_purged_jobs_total",
+            "counter",
+            "Finished jobs deleted with all their rows (retention or manual purge), by status.",
+        )
+        for status, count in sorted(self.purged_jobs.items()):
+            out.append(f'oris_runtime_purged_jobs_total{{status="{status}"}} {count}')
         out += family("oris_runtime_dispatches_total", "counter", "Attempts dispatched to workers.")
         out.append(f"oris_runtime_dispatches_total {self.dispatches}")
         out += family(
@@ -375,6 +392,31 @@ class RuntimeMetrics:
             )
             for table, count in sorted(gauges.table_dead_tuples.items()):
                 out.append(f'oris_runtime_table_dead_tuples{{table="{table}"}} {count}')
+        out += family(
+            "oris_runtime_oldest_finished_job_age_seconds",
+            "gauge",
+            "Age of the oldest finished job retention could purge, by status (0: none).",
+        )
+        for status in PURGED_STATUSES:
+            age = gauges.oldest_finished_job_age_seconds.get(status, 0.0)
+            out.append(
+                f'oris_runtime_oldest_finished_job_age_seconds{{status="{status}"}} {age:.3f}'
+            )
+        if gauges.table_size_bytes:
+            out += family(
+                "oris_runtime_table_size_bytes",
+                "gauge",
+                "PostgreSQL size of each runtime table with its indexes and TOAST.",
+            )
+            for table, size in sorted(gauges.table_size_bytes.items()):
+                out.append(f'oris_runtime_table_size_bytes{{table="{table}"}} {size}')
+        if gauges.database_size_bytes is not None:
+            out += family(
+                "oris_runtime_database_size_bytes",
+                "gauge",
+                "Bytes the runtime's tables take: their sum (PostgreSQL) or the file (SQLite).",
+            )
+            out.append(f"oris_runtime_database_size_bytes {gauges.database_size_bytes}")
         if gauges.oldest_transaction_age_seconds is not None:
             out += family(
                 "oris_runtime_oldest_transaction_age_seconds",

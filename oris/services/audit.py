@@ -6,26 +6,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oris.domain.clock import now_ms
-from oris.domain.errors import OrisError, Unavailable
+from oris.domain.audit_chain import CHAINED_FIELDS, check_segment
+from oris.domain.clock import now_ms, to_rfc3339
+from oris.domain.errors import Conflict, InvalidArgument, OrisError, Unavailable
 from oris.services.context import RequestContext
 from oris.store import audit as audit_store
-from oris.store.audit import AuditEntry, AuditFilter
+from oris.store.audit import Anchor, AuditEntry, AuditFilter
 from oris.store.database import Database
 
 log = logging.getLogger("oris.audit")
 
 __all__ = [
+    "Anchor",
     "AuditEntry",
     "AuditFilter",
     "ChainReport",
     "DenialAggregator",
+    "archive",
+    "archive_preview",
     "list_logs",
     "record",
     "success",
@@ -270,11 +274,12 @@ async def list_logs(db: Database, filters: AuditFilter, limit: int) -> list[Audi
 
 @dataclass(frozen=True, slots=True)
 class ChainReport:
-    """Outcome of verifying the hash chain."""
+    """Outcome of verifying the hash chain (from the archive anchor on, if any)."""
 
     rows_checked: int
     first_bad_audit_id: int | None
     problem: str | None
+    anchor: Anchor = field(default_factory=Anchor)
 
     @property
     def ok(self) -> bool:
@@ -283,18 +288,171 @@ class ChainReport:
 
 
 async def verify_chain(db: Database, batch: int = 1000) -> ChainReport:
-    """Walk the whole log and name the first row whose link or content does not check out."""
+    """Walk the log from the archive anchor (or the first row) and name the first row whose
+    link or content does not check out."""
+    report = await _verify_once(db, batch)
+    for _ in range(3):
+        if report.ok or report.rows_checked != 1:
+            return report
+        # The first row not linking to the anchor can mean an archive moved the anchor
+        # between our two reads: look again before calling the chain broken.
+        async with db.read() as conn:
+            if await audit_store.anchor(conn) == report.anchor:
+                return report
+        report = await _verify_once(db, batch)
+    return report
+
+
+async def _verify_once(db: Database, batch: int) -> ChainReport:
     checked = 0
-    after_id = 0
-    prev_hash: str | None = None
     async with db.read() as conn:
+        anchor = await audit_store.anchor(conn)
+        after_id = anchor.last_audit_id
+        prev_hash = anchor.last_row_hash
         while rows := await audit_store.scan_chain(conn, after_id, batch):
             for row in rows:
                 checked += 1
                 if row.prev_hash != prev_hash:
-                    return ChainReport(checked, row.audit_id, "link to previous row is broken")
+                    return ChainReport(
+                        checked, row.audit_id, "link to previous row is broken", anchor
+                    )
                 if row.row_hash != audit_store.chain_hash(row, prev_hash):
-                    return ChainReport(checked, row.audit_id, "row content does not match its hash")
+                    return ChainReport(
+                        checked, row.audit_id, "row content does not match its hash", anchor
+                    )
                 prev_hash = row.row_hash
                 after_id = row.audit_id
-    return ChainReport(checked, None, None)
+    return ChainReport(checked, None, None, anchor)
+
+
+ARCHIVE_MAX_ROWS = 5000
+
+
+def archive_row(entry: AuditEntry) -> dict[str, Any]:
+    """An audit row as an archive line: every hashed field as stored, and both hashes."""
+    row: dict[str, Any] = {"audit_id": entry.audit_id}
+    row.update({name: getattr(entry, name) for name in CHAINED_FIELDS})
+    row["prev_hash"] = entry.prev_hash
+    row["row_hash"] = entry.row_hash
+    return row
+
+
+def anchor_view(anchor: Anchor) -> dict[str, Any]:
+    """The anchor as the API shows it."""
+    return {
+        "last_audit_id": anchor.last_audit_id,
+        "last_row_hash": anchor.last_row_hash,
+        "archived_rows": anchor.archived_rows,
+        "archived_at": None if anchor.archived_at_ms is None else to_rfc3339(anchor.archived_at_ms),
+    }
+
+
+def _archivable(rows: list[AuditEntry], before_ms: int, head_id: int) -> list[AuditEntry]:
+    """The leading rows created before ``before_ms``; the chain's head always stays, so
+    the next row appended still has a predecessor to link to."""
+    taken = []
+    for row in rows:
+        if row.created_at_ms >= before_ms or row.audit_id >= head_id:
+            break
+        taken.append(row)
+    return taken
+
+
+async def archive_preview(db: Database, *, before_ms: int, limit: int) -> dict[str, Any]:
+    """The oldest rows an archive would remove next (chain order), without changing anything."""
+    if not 1 <= limit <= ARCHIVE_MAX_ROWS:
+        raise InvalidArgument(f"limit must be between 1 and {ARCHIVE_MAX_ROWS}")
+    async with db.read() as conn:
+        anchor = await audit_store.anchor(conn)
+        head = await audit_store.newest_id(conn)
+        rows = await audit_store.scan_chain(conn, anchor.last_audit_id, limit + 1)
+    taken = _archivable(rows, before_ms, head)
+    more = len(taken) > limit
+    taken = taken[:limit]
+    return {
+        "dry_run": True,
+        "before": to_rfc3339(before_ms),
+        "anchor": anchor_view(anchor),
+        "count": len(taken),
+        "rows": [archive_row(row) for row in taken],
+        "more": more,
+    }
+
+
+async def archive(
+    db: Database,
+    ctx: RequestContext,
+    *,
+    before_ms: int,
+    through_audit_id: int,
+    through_row_hash: str,
+) -> dict[str, Any]:
+    """Remove the chain's oldest rows up to ``through_audit_id`` (which the caller has
+    archived, and names by its hash) and move the anchor there, in one transaction that
+    first checks the rows still form an intact chain from the anchor, all created before
+    ``before_ms``. Audited, in the same transaction, as ``audit.archive``."""
+    async with db.write() as conn:
+        anchor = await audit_store.anchor(conn, lock=True)
+        if through_audit_id <= anchor.last_audit_id:
+            raise Conflict(
+                f"the audit log is already archived through audit_id {anchor.last_audit_id}",
+                {"anchor": anchor_view(anchor)},
+            )
+        head = await audit_store.newest_id(conn)
+        if through_audit_id >= head:
+            raise Conflict("the newest audit row is never archived", {"head_audit_id": head})
+        rows = [
+            row
+            for row in await audit_store.scan_chain(
+                conn, anchor.last_audit_id, ARCHIVE_MAX_ROWS + 1
+            )
+            if row.audit_id <= through_audit_id
+        ]
+        if len(rows) > ARCHIVE_MAX_ROWS:
+            raise InvalidArgument(f"archive at most {ARCHIVE_MAX_ROWS} rows per request")
+        check = check_segment([archive_row(row) for row in rows], anchor.last_row_hash)
+        if not check.ok:
+            raise Conflict(
+                f"the audit chain is broken at audit_id {check.first_bad_audit_id} "
+                f"({check.problem}); nothing was archived",
+                {"first_bad_audit_id": check.first_bad_audit_id},
+            )
+        if not rows or rows[-1].audit_id != through_audit_id:
+            raise Conflict(f"audit_id {through_audit_id} does not exist")
+        if rows[-1].row_hash != through_row_hash:
+            raise Conflict(
+                f"audit_id {through_audit_id} does not have the given row hash; "
+                "nothing was archived"
+            )
+        late = next((row for row in rows if row.created_at_ms >= before_ms), None)
+        if late is not None:
+            raise InvalidArgument(
+                f"audit_id {late.audit_id} was written after the archive's cut-off",
+                {"audit_id": late.audit_id},
+            )
+        removed = await audit_store.delete_through(conn, anchor.last_audit_id, through_audit_id)
+        now = now_ms()
+        await audit_store.move_anchor(
+            conn,
+            through_id=through_audit_id,
+            through_hash=through_row_hash,
+            rows=removed,
+            now_ms=now,
+        )
+        moved = await audit_store.anchor(conn)
+        # Last: the append takes the chain lock until the commit.
+        await write(
+            conn,
+            ctx,
+            action="audit.archive",
+            resource_type="audit_log",
+            resource_id=str(through_audit_id),
+            details={
+                "rows": removed,
+                "after_audit_id": anchor.last_audit_id,
+                "through_audit_id": through_audit_id,
+                "through_row_hash": through_row_hash,
+                "before": to_rfc3339(before_ms),
+            },
+        )
+    return {"dry_run": False, "archived": removed, "anchor": anchor_view(moved)}

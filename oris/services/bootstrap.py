@@ -9,11 +9,30 @@ from oris.domain.errors import SchemaVersionError, Unavailable
 from oris.store import api_keys as key_store
 from oris.store import schema
 from oris.store.database import Database, is_connectivity_error, open_database
-from oris.store.schema import SchemaStatus
+from oris.store.schema import MigrationLimits, Revision, SchemaStatus, pending_revisions
 
 log = logging.getLogger("oris.bootstrap")
 
-__all__ = ["SchemaStatus", "check_schema", "open_database", "prepare_database", "upgrade_schema"]
+__all__ = [
+    "MigrationLimits",
+    "Revision",
+    "SchemaStatus",
+    "check_schema",
+    "migration_limits",
+    "open_database",
+    "pending_revisions",
+    "prepare_database",
+    "upgrade_schema",
+]
+
+
+def migration_limits(settings: ServerSettings) -> MigrationLimits:
+    """The migration timeouts and retries from ``ORIS_MIGRATION_*``."""
+    return MigrationLimits(
+        lock_timeout_seconds=settings.migration_lock_timeout_seconds,
+        statement_timeout_seconds=settings.migration_statement_timeout_seconds,
+        lock_retries=settings.migration_lock_retries,
+    )
 
 
 def _unreachable(database: Database, error: BaseException) -> ConfigError:
@@ -39,13 +58,15 @@ async def check_schema(database: Database) -> SchemaStatus:
         raise
 
 
-async def upgrade_schema(database: Database) -> SchemaStatus:
+async def upgrade_schema(
+    database: Database, limits: MigrationLimits | None = None, *, target: str = "head"
+) -> SchemaStatus:
     """``oris db upgrade``: apply missing revisions; refuse a newer database."""
     status = await check_schema(database)
     if status.newer_than_code:
         raise SchemaVersionError(status.describe(database.backend))
     try:
-        return await schema.upgrade(database)
+        return await schema.upgrade(database, limits, target=target)
     except SchemaVersionError:
         raise
     except Exception as error:
@@ -72,7 +93,7 @@ async def prepare_database(settings: ServerSettings, database: Database) -> Sche
             + " (ORIS_POSTGRES_REQUIRE_SCHEMA=true refuses to start on an old schema)"
         )
     log.info("applying schema migrations at startup", extra={"backend": database.backend.value})
-    return await upgrade_schema(database)
+    return await upgrade_schema(database, migration_limits(settings))
 
 
 def check_bootstrap_credentials(settings: ServerSettings) -> None:

@@ -21,6 +21,7 @@ from oris.store import dead_letters as dlq_store
 from oris.store import dispatch as dispatch_store
 from oris.store import health as health_store
 from oris.store import incidents as incident_store
+from oris.store import retention as retention_store
 from oris.store import schema
 from oris.store import workers as worker_store
 
@@ -85,11 +86,34 @@ class GrowingCounts:
     attempts_by_status: dict[str, int]
     read_at: float  # monotonic seconds, when the counts began (what they describe is that old)
     took: float  # seconds the counts took
+    tables: TableHealth | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TableHealth:
+    """What retention leaves behind: when the oldest purgeable job of each status finished
+    (epoch ms) and how large the tables are."""
+
+    oldest_finished_ms: dict[str, int]
+    table_size_bytes: dict[str, int]
+    database_size_bytes: int
+
+
+async def table_health(conn: AsyncConnection) -> TableHealth:
+    """The oldest purgeable job per status (one index entry each) and the table sizes."""
+    oldest: dict[str, int] = {}
+    for status in sorted(retention_store.PURGEABLE_STATUSES):
+        finished = await retention_store.oldest_purgeable_ms(conn, status)
+        if finished is not None:
+            oldest[status] = finished
+    sizes, total = await health_store.table_sizes(conn)
+    return TableHealth(oldest, sizes, total)
 
 
 async def growing_counts(rt: Runtime, *, background: bool = False) -> GrowingCounts:
     """Queue depth and attempts by status, each an index scan of every queued row, run
-    concurrently on their own connections so they cost the longer of the two, not both.
+    concurrently on their own connections so they cost the longer of the two, not both;
+    the table health alongside (a few index lookups and catalog reads).
 
     ``background`` counts keep to one core each, leaving the rest to dispatch."""
     started = time.monotonic()
@@ -104,8 +128,9 @@ async def growing_counts(rt: Runtime, *, background: bool = False) -> GrowingCou
     async with asyncio.TaskGroup() as group:
         queued = group.create_task(counted(lambda conn: dispatch_store.queue_depth(conn, now)))
         statuses = group.create_task(counted(dispatch_store.attempts_by_status))
+        tables = group.create_task(counted(table_health))
     took = time.monotonic() - started
-    return GrowingCounts(queued.result(), statuses.result(), started, took)
+    return GrowingCounts(queued.result(), statuses.result(), started, took, tables.result())
 
 
 class CountRefresher:
@@ -192,6 +217,15 @@ async def database_gauges(rt: Runtime, counts: GrowingCounts | None = None) -> D
     read = counting.result() if counting is not None else counts
     assert read is not None
     age = 0.0 if counting is not None else time.monotonic() - read.read_at
+    tables = read.tables
+    finished_ages = (
+        {}
+        if tables is None
+        else {
+            status: max(now - finished, 0) / 1000
+            for status, finished in tables.oldest_finished_ms.items()
+        }
+    )
     return DatabaseGauges(
         queue_depth=read.queue_depth,
         dlq_depth=dlq,
@@ -205,6 +239,9 @@ async def database_gauges(rt: Runtime, counts: GrowingCounts | None = None) -> D
         table_dead_tuples=dead_tuples,
         oldest_transaction_age_seconds=oldest,
         counts_age_seconds=age,
+        oldest_finished_job_age_seconds=finished_ages,
+        table_size_bytes={} if tables is None else tables.table_size_bytes,
+        database_size_bytes=None if tables is None else tables.database_size_bytes,
     )
 
 

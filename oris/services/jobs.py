@@ -306,7 +306,8 @@ async def _start_run(
 
     With ``audit_in_statement`` (PostgreSQL), the new-thread statement also writes the run's
     audit row, and an existing thread answers None with nothing written. ``thread_exists``:
-    that statement already found the thread (jobs are never deleted), so do not try again."""
+    that statement already found the thread, so do not try again (if retention deletes the
+    finished job in between, the caller gets a 409 to retry)."""
     job_values: dict[str, Any] = {
         "status": JobStatus.QUEUED.value,
         "workflow": valid.workflow,
@@ -393,7 +394,7 @@ async def _start_run(
         return None, False
     else:
         existing = await job_store.get_job(conn, valid.thread_id, lock=True)
-        if existing is None:  # deleted between the two statements: nothing deletes jobs
+        if existing is None:  # purged by retention between the two statements (rare)
             raise Conflict(f"thread '{valid.thread_id}' changed concurrently; retry")
         _refuse_rerun(existing)
         run_no = existing.run_no + 1

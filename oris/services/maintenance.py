@@ -1,4 +1,5 @@
-"""Background maintenance: expire stale leases and apply execution timeouts.
+"""Background maintenance: expire stale leases, apply execution timeouts, purge finished jobs
+past their retention.
 
 Runs in every API process. Each pass claims rows with ``SKIP LOCKED`` (PostgreSQL) or under
 the single writer lock (SQLite) and changes them with guarded updates, so several replicas
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,7 +24,7 @@ from oris.domain.states import (
     JobStatus,
     LeaseState,
 )
-from oris.services import events
+from oris.services import events, retention
 from oris.services.runtime import Runtime
 from oris.services.scheduler import fail_attempt
 from oris.store import dispatch as dispatch_store
@@ -41,13 +42,15 @@ class SweepResult:
 
     leases_expired: int
     attempts_timed_out: int
+    jobs_purged: dict[str, int] = field(default_factory=dict)
 
 
 async def sweep(rt: Runtime) -> SweepResult:
     """One maintenance pass; safe to run concurrently in several processes."""
     expired = await _expire_leases(rt)
     timed_out = await _apply_timeouts(rt)
-    return SweepResult(expired, timed_out)
+    purged = await retention.sweep(rt)
+    return SweepResult(expired, timed_out, purged)
 
 
 async def _expire_leases(rt: Runtime) -> int:

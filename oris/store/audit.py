@@ -1,20 +1,22 @@
-"""The append-only audit log with a hash chain; rows are never updated or deleted."""
+"""The append-only audit log with a hash chain. Rows are never updated; the only delete is
+the archive's, which removes the oldest part of the chain and records where it ended in the
+anchor row."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oris.store.dialect import is_postgres, pg_cast_type
+from oris.domain.audit_chain import CHAINED_FIELDS, hashed_tail
+from oris.domain.audit_chain import chain_hash as domain_chain_hash
+from oris.store.dialect import insert_ignore, is_postgres, pg_cast_type
 from oris.store.records import dump_json, load_json
-from oris.store.tables import audit_logs
+from oris.store.tables import audit_anchor, audit_logs
 
 # Any constant works; it only has to be the same for every writer of the chain.
 _AUDIT_CHAIN_LOCK = 0x0A0D17
@@ -41,32 +43,20 @@ class AuditEntry:
     row_hash: str | None = None
 
 
+def _chained(entry: AuditEntry) -> list[Any]:
+    return [getattr(entry, name) for name in CHAINED_FIELDS]
+
+
 def _hashed_tail(entry: AuditEntry) -> bytes:
     """The hashed content after the previous hash: a row's fields as JSON, without the ``[``."""
-    return orjson.dumps(
-        [
-            entry.actor_type,
-            entry.actor_id,
-            entry.actor_role,
-            entry.action,
-            entry.resource_type,
-            entry.resource_id,
-            entry.result,
-            entry.status_code,
-            entry.request_id,
-            entry.source_addr,
-            entry.details,
-            entry.created_at_ms,
-        ]
-    )[1:]
+    return hashed_tail(_chained(entry))
 
 
 def chain_hash(entry: AuditEntry, prev_hash: str | None) -> str:
     """SHA-256 over the previous row's hash and this row's content: the JSON array
     ``[prev_hash, actor_type, …, created_at_ms]``. PostgreSQL computes the same bytes in
     :func:`append_sql` (the previous hash is hex or null, so its JSON needs no escaping)."""
-    head = b"[null," if prev_hash is None else b'["' + prev_hash.encode() + b'",'
-    return hashlib.sha256(head + _hashed_tail(entry)).hexdigest()
+    return domain_chain_hash(_chained(entry), prev_hash)
 
 
 _LAST_HASH = select(audit_logs.c.row_hash).order_by(audit_logs.c.audit_id.desc()).limit(1)
@@ -277,3 +267,80 @@ async def scan_chain(conn: AsyncConnection, after_id: int, batch: int) -> list[A
         .limit(batch)
     )
     return [_entry(row) for row in (await conn.execute(statement)).mappings()]
+
+
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """Where the archived part of the chain ends; (0, None) when nothing was archived."""
+
+    last_audit_id: int = 0
+    last_row_hash: str | None = None
+    archived_rows: int = 0
+    archived_at_ms: int | None = None
+
+
+_ANCHOR_ID = 1
+
+
+async def anchor(conn: AsyncConnection, *, lock: bool = False) -> Anchor:
+    """The archive anchor, optionally locked (one archiver at a time) for the transaction."""
+    statement = select(audit_anchor).where(audit_anchor.c.anchor_id == _ANCHOR_ID)
+    if lock and is_postgres(conn):
+        # Create the row first so there is something to lock the first time.
+        await insert_ignore(
+            conn,
+            audit_anchor,
+            {
+                "anchor_id": _ANCHOR_ID,
+                "last_audit_id": 0,
+                "last_row_hash": "",
+                "archived_rows": 0,
+                "archived_at_ms": 0,
+            },
+        )
+        statement = statement.with_for_update()
+    row = (await conn.execute(statement)).mappings().first()
+    if row is None or not row["last_audit_id"]:
+        return Anchor()
+    return Anchor(
+        int(row["last_audit_id"]),
+        str(row["last_row_hash"]),
+        int(row["archived_rows"]),
+        int(row["archived_at_ms"]),
+    )
+
+
+async def newest_id(conn: AsyncConnection) -> int:
+    """The id of the chain's head (0 when the log is empty)."""
+    value = (await conn.execute(select(func.max(audit_logs.c.audit_id)))).scalar()
+    return int(value or 0)
+
+
+async def delete_through(conn: AsyncConnection, after_id: int, through_id: int) -> int:
+    """Delete the rows ``after_id < audit_id <= through_id``; returns how many."""
+    result = await conn.execute(
+        delete(audit_logs).where(
+            audit_logs.c.audit_id > after_id, audit_logs.c.audit_id <= through_id
+        )
+    )
+    return int(result.rowcount)
+
+
+async def move_anchor(
+    conn: AsyncConnection, *, through_id: int, through_hash: str, rows: int, now_ms: int
+) -> None:
+    """Record that the chain is archived through ``through_id`` (row created if absent)."""
+    values = {
+        "last_audit_id": through_id,
+        "last_row_hash": through_hash,
+        "archived_at_ms": now_ms,
+    }
+    inserted = await insert_ignore(
+        conn, audit_anchor, {"anchor_id": _ANCHOR_ID, "archived_rows": rows, **values}
+    )
+    if not inserted:
+        await conn.execute(
+            update(audit_anchor)
+            .where(audit_anchor.c.anchor_id == _ANCHOR_ID)
+            .values(archived_rows=audit_anchor.c.archived_rows + rows, **values)
+        )

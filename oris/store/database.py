@@ -129,6 +129,11 @@ def _sqlstate(error: BaseException) -> str | None:
     return sqlstate if isinstance(sqlstate, str) else None
 
 
+def sqlstate_of(error: BaseException) -> str | None:
+    """The PostgreSQL SQLSTATE of a driver error, if it carries one."""
+    return _sqlstate(error)
+
+
 def is_connectivity_error(error: BaseException) -> bool:
     """Whether a driver error means the database cannot be reached (as opposed to bad SQL)."""
     if isinstance(error, OSError | ConnectionError | asyncio.TimeoutError):

@@ -69,3 +69,21 @@ async def postgres_table_health(conn: AsyncConnection) -> tuple[dict[str, int], 
         )
     )
     return {str(name): int(count) for name, count in dead.all()}, float(oldest.scalar() or 0.0)
+
+
+async def table_sizes(conn: AsyncConnection) -> tuple[dict[str, int], int]:
+    """PostgreSQL: bytes per runtime table (with indexes and TOAST) and their sum. SQLite: no
+    per-table sizes (they need the optional ``dbstat`` table, which reads every page of the
+    file), only the file's size from its page count."""
+    if not is_postgres(conn):
+        pages = (await conn.execute(text("PRAGMA page_count"))).scalar_one()
+        page_size = (await conn.execute(text("PRAGMA page_size"))).scalar_one()
+        return {}, int(pages) * int(page_size)
+    rows = await conn.execute(
+        text(
+            "SELECT relname, pg_total_relation_size(relid) FROM pg_stat_user_tables "
+            "WHERE schemaname = current_schema() AND relname LIKE 'runtime_%'"
+        )
+    )
+    sizes = {str(name): int(size) for name, size in rows.all()}
+    return sizes, sum(sizes.values())

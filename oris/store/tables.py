@@ -302,6 +302,7 @@ idempotency = Table(
     Column("response_json", Text, nullable=False),
     Column("created_at_ms", BigInteger, nullable=False),
 )
+Index("idx_runtime_idempotency_thread", idempotency.c.thread_id)
 
 audit_logs = Table(
     "runtime_audit_logs",
@@ -325,6 +326,18 @@ audit_logs = Table(
 Index("idx_runtime_audit_logs_created", audit_logs.c.created_at_ms.desc())
 Index("idx_runtime_audit_logs_request", audit_logs.c.request_id)
 Index("idx_runtime_audit_logs_action", audit_logs.c.action, audit_logs.c.created_at_ms.desc())
+
+# Where the archived part of the audit chain ends (one row, ``anchor_id`` 1): verification
+# of the rows that remain starts from ``last_row_hash``.
+audit_anchor = Table(
+    "runtime_audit_anchor",
+    metadata,
+    Column("anchor_id", Integer, primary_key=True, autoincrement=False),
+    Column("last_audit_id", BigInteger, nullable=False),
+    Column("last_row_hash", String(64), nullable=False),
+    Column("archived_rows", BigInteger, nullable=False),
+    Column("archived_at_ms", BigInteger, nullable=False),
+)
 
 api_keys = Table(
     "runtime_api_keys",

@@ -66,6 +66,12 @@ def test_triage_writes_a_verified_bundle_and_flags_backpressure(
     assert summary["backpressure_by_reason"]["worker_limit"] > 0
     assert summary["playbook"] == "Sustained backpressure"
     assert "busy" in summary["workers_seen"]
+    tables = summary["table_health"]
+    assert tables["database_size_bytes"] > 0
+    assert set(tables["oldest_finished_job_age_seconds"]) == {"completed", "cancelled", "failed"}
+    if settings.backend.value == "postgres":
+        assert tables["table_size_bytes"]["runtime_jobs"] > 0
+        assert "runtime_attempts" in tables["table_dead_tuples"]
     folder = Path(summary["evidence"])
     expected = {
         "healthz.json",

@@ -21,11 +21,12 @@ from oris.api.deps import (
 from oris.api.envelope import ok
 from oris.api.models import (
     CancelJobBody,
+    PurgeJobsBody,
     ReplayJobBody,
     ResumeJobBody,
     RunJobBody,
 )
-from oris.services import jobs, resumption
+from oris.services import jobs, resumption, retention
 from oris.services.context import RequestContext
 from oris.services.runtime import Runtime
 
@@ -63,6 +64,22 @@ async def create_job(
 ) -> Response:
     """Same as ``POST /v1/jobs/run``."""
     return await _run(request, rt, ctx, body)
+
+
+@router.post("/purge", dependencies=[Depends(audited("job.purge", "job"))])
+async def purge_jobs(
+    rt: Rt, ctx: Ctx, body: Annotated[PurgeJobsBody, Depends(json_body(PurgeJobsBody))]
+) -> Response:
+    """Delete one batch of finished jobs past a cut-off with all their rows (admin only)."""
+    command = retention.PurgeCommand(
+        status=body.status,
+        older_than_seconds=body.older_than_seconds,
+        dry_run=body.dry_run,
+        limit=body.limit,
+        thread_ids=body.thread_ids,
+        include_rows=body.include_rows,
+    )
+    return ok(ctx.request_id, await retention.purge(rt, ctx, command))
 
 
 @router.get("")

@@ -12,6 +12,7 @@ from oris.api.auth import Authenticator
 from oris.api.deps import audit_read, audited, caller, json_body, runtime, with_override
 from oris.api.envelope import ok
 from oris.api.models import (
+    ArchiveAuditBody,
     CloseIncidentBody,
     CreateKeyBody,
     OpenIncidentBody,
@@ -194,8 +195,33 @@ async def audit_verify(rt: Rt, ctx: Ctx) -> Response:
             "rows_checked": report.rows_checked,
             "first_bad_audit_id": report.first_bad_audit_id,
             "problem": report.problem,
+            "anchor": audit.anchor_view(report.anchor),
         },
     )
+
+
+@router.post("/audit/archive", dependencies=[Depends(audited("audit.archive", "audit_log"))])
+async def audit_archive(
+    rt: Rt, ctx: Ctx, body: Annotated[ArchiveAuditBody, Depends(json_body(ArchiveAuditBody))]
+) -> Response:
+    """Archive the oldest audit rows: a dry run reads them in chain order; a real run removes
+    them through a named row and keeps an anchor, so the rest still verifies (admin only)."""
+    if body.dry_run:
+        data = await audit.archive_preview(rt.db, before_ms=body.before_ms, limit=body.limit)
+        return ok(ctx.request_id, data)
+    if body.through_audit_id is None or body.through_row_hash is None:
+        raise InvalidArgument(
+            "a real archive names the last archived row: through_audit_id and through_row_hash "
+            "(read them with dry_run first)"
+        )
+    data = await audit.archive(
+        rt.db,
+        ctx,
+        before_ms=body.before_ms,
+        through_audit_id=body.through_audit_id,
+        through_row_hash=body.through_row_hash,
+    )
+    return ok(ctx.request_id, data)
 
 
 @router.get("/keys")
