@@ -194,3 +194,28 @@ class CloseIncidentBody(Body):
     """Close the open incident."""
 
     reason: str | None = None
+
+
+class BulkFilterBody(Body):
+    """The selection of a bulk operator action (an extension; see docs/compatibility.md)."""
+
+    workflow: str | None = None
+    tenant_id: str | None = None
+    status: str | None = None
+    created_after: str | int | None = None
+    created_before: str | int | None = None
+    thread_ids: list[str] | None = None
+    limit: int | None = None
+    dry_run: bool = False
+
+
+class BulkCancelBody(BulkFilterBody):
+    """``POST /v1/jobs/cancel``."""
+
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class BulkReplayBody(BulkFilterBody):
+    """``POST /v1/dlq/replay``."""
+
+    override_reason: str | None = None

@@ -71,6 +71,20 @@ jobs = Table(
 )
 Index("idx_runtime_jobs_updated", jobs.c.updated_at_ms.desc(), jobs.c.thread_id)
 Index("idx_runtime_jobs_status_updated", jobs.c.status, jobs.c.updated_at_ms.desc())
+# Filtered listings page on these (keyset: the order's timestamp, then the thread id).
+Index(
+    "idx_runtime_jobs_workflow_updated",
+    jobs.c.workflow,
+    jobs.c.updated_at_ms.desc(),
+    jobs.c.thread_id,
+)
+Index(
+    "idx_runtime_jobs_tenant_updated",
+    jobs.c.tenant_id,
+    jobs.c.updated_at_ms.desc(),
+    jobs.c.thread_id,
+)
+Index("idx_runtime_jobs_created", jobs.c.created_at_ms.desc(), jobs.c.thread_id)
 
 attempts = Table(
     "runtime_attempts",
