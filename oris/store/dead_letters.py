@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from oris.domain.states import ReplayStatus
 from oris.store.dialect import in_list, insert_ignore, is_postgres
 from oris.store.records import DeadLetterRecord, dump_json
-from oris.store.tables import attempts, dead_letters, retry_history
+from oris.store.tables import dead_letters, retry_history
 
 
 async def upsert(
@@ -23,6 +23,8 @@ async def upsert(
     reason: str,
     error: Any,
     now_ms: int,
+    workflow: str | None = None,
+    tenant_id: str | None = None,
 ) -> None:
     """Dead-letter an attempt; a replayed entry that fails again goes back to ``pending``."""
     values = {
@@ -33,6 +35,8 @@ async def upsert(
         "error_json": None if error is None else dump_json(error),
         "dead_at_ms": now_ms,
         "replay_status": ReplayStatus.PENDING.value,
+        "workflow": workflow,
+        "tenant_id": tenant_id,
     }
     inserted = await insert_ignore(
         conn, dead_letters, {"attempt_id": attempt_id, "replay_count": 0, **values}
@@ -80,12 +84,10 @@ def _filtered(postgres: bool, statement: Select[Any], where: DeadLetterFilter) -
         conditions.append(d.dead_at_ms < where.dead_before_ms)
     if where.thread_ids is not None:
         conditions.append(in_list(postgres, d.run_id, "filter_thread_ids"))
-    if where.workflow is not None or where.tenant_id is not None:
-        statement = statement.join(attempts, attempts.c.attempt_id == d.attempt_id)
-        if where.workflow is not None:
-            conditions.append(attempts.c.workflow == where.workflow)
-        if where.tenant_id is not None:
-            conditions.append(attempts.c.tenant_id == where.tenant_id)
+    if where.workflow is not None:
+        conditions.append(d.workflow == where.workflow)
+    if where.tenant_id is not None:
+        conditions.append(d.tenant_id == where.tenant_id)
     return statement.where(*conditions) if conditions else statement
 
 
