@@ -134,11 +134,24 @@ class OrisClient:
         return await self._object("POST", "/v1/jobs/run", json=body, headers=headers or None)
 
     async def list_jobs(
-        self, status: str | None = None, limit: int | None = None, offset: int | None = None
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        **filters: Any,
     ) -> dict[str, Any]:
-        """``GET /v1/jobs``."""
+        """``GET /v1/jobs``; ``filters``: ``workflow``, ``tenant_id``, ``created_after``,
+        ``created_before``, ``order``, ``cursor``."""
         return await self._object(
-            "GET", "/v1/jobs", params={"status": status, "limit": limit, "offset": offset}
+            "GET",
+            "/v1/jobs",
+            params={"status": status, "limit": limit, "offset": offset, **filters},
+        )
+
+    async def cancel_jobs(self, **body: Any) -> dict[str, Any]:
+        """``POST /v1/jobs/cancel``: cancel the live jobs a filter selects (``dry_run``)."""
+        return await self._object(
+            "POST", "/v1/jobs/cancel", json={k: v for k, v in body.items() if v is not None}
         )
 
     async def inspect_job(self, thread_id: str) -> dict[str, Any]:
@@ -198,9 +211,20 @@ class OrisClient:
         )
 
     # DLQ, attempts, audit, keys
-    async def list_dlq(self, status: str | None = None, limit: int | None = None) -> dict[str, Any]:
-        """``GET /v1/dlq``."""
-        return await self._object("GET", "/v1/dlq", params={"status": status, "limit": limit})
+    async def list_dlq(
+        self, status: str | None = None, limit: int | None = None, **filters: Any
+    ) -> dict[str, Any]:
+        """``GET /v1/dlq``; ``filters``: ``workflow``, ``tenant_id``, ``created_after``,
+        ``created_before``, ``cursor``."""
+        return await self._object(
+            "GET", "/v1/dlq", params={"status": status, "limit": limit, **filters}
+        )
+
+    async def replay_dlq_many(self, **body: Any) -> dict[str, Any]:
+        """``POST /v1/dlq/replay``: replay the pending dead letters a filter selects."""
+        return await self._object(
+            "POST", "/v1/dlq/replay", json={k: v for k, v in body.items() if v is not None}
+        )
 
     async def get_dlq(self, attempt_id: str) -> dict[str, Any]:
         """``GET /v1/dlq/{attempt_id}``."""
