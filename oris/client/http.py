@@ -1,4 +1,7 @@
-"""An async client over httpx: one method per endpoint, envelopes unwrapped, errors typed."""
+"""An async client over httpx: one method per endpoint, envelopes unwrapped, errors typed.
+
+This is the low-level layer the worker and the CLI use; applications use
+:class:`oris.client.Client` / :class:`oris.client.AsyncClient` on top of it."""
 
 from __future__ import annotations
 
@@ -7,31 +10,9 @@ from typing import Any
 import httpx
 import orjson
 
+from oris.client.errors import ApiError, ServerUnreachable, api_error
 from oris.client.transport import LeanTransport
 from oris.config import ClientSettings
-
-
-class ServerUnreachable(Exception):
-    """The API did not answer (connection refused, timeout, DNS)."""
-
-
-class ApiError(Exception):
-    """The API answered with an error envelope (or a non-JSON error)."""
-
-    def __init__(
-        self, status: int, code: str, message: str, request_id: str | None, details: Any = None
-    ) -> None:
-        super().__init__(f"{status} {code}: {message} (request_id={request_id})")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-        self.details = details
-
-    @property
-    def retryable(self) -> bool:
-        """Whether the same call may succeed later (server-side or availability errors)."""
-        return self.status >= 500 or self.status == 429
 
 
 def auth_headers(settings: ClientSettings) -> dict[str, str]:
@@ -318,6 +299,9 @@ class OrisClient:
         return results
 
 
+__all__ = ["ApiError", "OrisClient", "ServerUnreachable", "auth_headers"]
+
+
 def _trace(traceparent: str | None) -> dict[str, str] | None:
     """The W3C header that ties a worker call to its job's trace."""
     return {"traceparent": traceparent} if traceparent else None
@@ -335,7 +319,7 @@ def _unwrap(response: httpx.Response) -> Any:
         return payload["data"]
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         err = payload["error"]
-        raise ApiError(
+        raise api_error(
             response.status_code,
             str(err.get("code")),
             str(err.get("message")),
