@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mappin
 from datetime import datetime
 from typing import Any, TypeVar
 
+import httpx
+
 from oris.client.errors import (
     ApiError,
     JobCancelled,
@@ -81,12 +83,13 @@ class AsyncClient:
         api_key: str | None = None,
         request_timeout_seconds: float | None = None,
         settings: ClientSettings | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings or _settings(
             server_url, api_token, api_key_id, api_key, request_timeout_seconds
         )
         # The endpoint-per-method layer the worker uses; available for anything not wrapped.
-        self.api = OrisClient(self.settings)
+        self.api = OrisClient(self.settings, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self
