@@ -14,6 +14,8 @@ from oris.client.errors import ApiError, ServerUnreachable, api_error
 from oris.client.transport import LeanTransport
 from oris.config import ClientSettings
 
+BULK_TIMEOUT_SECONDS = 900.0
+
 
 def auth_headers(settings: ClientSettings) -> dict[str, str]:
     """Credential headers from ``ORIS_API_TOKEN`` or ``ORIS_API_KEY_ID`` + ``ORIS_API_KEY``."""
@@ -132,8 +134,17 @@ class OrisClient:
     async def cancel_jobs(self, **body: Any) -> dict[str, Any]:
         """``POST /v1/jobs/cancel``: cancel the live jobs a filter selects (``dry_run``)."""
         return await self._object(
-            "POST", "/v1/jobs/cancel", json={k: v for k, v in body.items() if v is not None}
+            "POST",
+            "/v1/jobs/cancel",
+            json={k: v for k, v in body.items() if v is not None},
+            timeout_seconds=self._bulk_timeout(body),
         )
+
+    def _bulk_timeout(self, body: dict[str, Any]) -> float | None:
+        """A bulk action runs one transaction per item (up to 10,000): give it time."""
+        if body.get("dry_run"):
+            return None
+        return max(self.settings.request_timeout_seconds, BULK_TIMEOUT_SECONDS)
 
     async def inspect_job(self, thread_id: str) -> dict[str, Any]:
         """``GET /v1/jobs/{thread_id}``."""
@@ -204,7 +215,10 @@ class OrisClient:
     async def replay_dlq_many(self, **body: Any) -> dict[str, Any]:
         """``POST /v1/dlq/replay``: replay the pending dead letters a filter selects."""
         return await self._object(
-            "POST", "/v1/dlq/replay", json={k: v for k, v in body.items() if v is not None}
+            "POST",
+            "/v1/dlq/replay",
+            json={k: v for k, v in body.items() if v is not None},
+            timeout_seconds=self._bulk_timeout(body),
         )
 
     async def get_dlq(self, attempt_id: str) -> dict[str, Any]:
