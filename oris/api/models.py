@@ -222,3 +222,28 @@ class ArchiveAuditBody(Body):
     limit: int = Field(default=1000, ge=1, le=5000)
     through_audit_id: int | None = Field(default=None, ge=1)
     through_row_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+class BulkFilterBody(Body):
+    """The selection of a bulk operator action (an extension; see docs/compatibility.md)."""
+
+    workflow: str | None = None
+    tenant_id: str | None = None
+    status: str | None = None
+    created_after: str | int | None = None
+    created_before: str | int | None = None
+    thread_ids: list[str] | None = None
+    limit: int | None = None
+    dry_run: bool = False
+
+
+class BulkCancelBody(BulkFilterBody):
+    """``POST /v1/jobs/cancel``."""
+
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class BulkReplayBody(BulkFilterBody):
+    """``POST /v1/dlq/replay``."""
+
+    override_reason: str | None = None

@@ -44,6 +44,13 @@ CONNECTION_PANEL = "Connection"
 SHOWN_ONCE_NOTICE = "Store this secret now: it will not be shown again."
 
 
+class JobOrder(StrEnum):
+    """The orders ``oris jobs list`` can page in."""
+
+    UPDATED = "updated"
+    CREATED = "created"
+
+
 class KeyRole(StrEnum):
     """Roles an API key can carry (the server's role matrix decides what each may call)."""
 
@@ -296,6 +303,51 @@ OverrideOption = Annotated[
     ),
 ]
 
+FILTER_PANEL = "Filters"
+WorkflowFilter = Annotated[
+    str | None,
+    typer.Option("--workflow", help="Only this workflow.", rich_help_panel=FILTER_PANEL),
+]
+TenantFilter = Annotated[
+    str | None, typer.Option("--tenant", help="Only this tenant.", rich_help_panel=FILTER_PANEL)
+]
+CreatedAfterFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--created-after",
+        metavar="TIME",
+        help="Only created after TIME: RFC 3339 (2026-01-31T12:00:00Z) or epoch milliseconds.",
+        rich_help_panel=FILTER_PANEL,
+    ),
+]
+CreatedBeforeFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--created-before",
+        metavar="TIME",
+        help="Only created before TIME: RFC 3339 or epoch milliseconds.",
+        rich_help_panel=FILTER_PANEL,
+    ),
+]
+ThreadIdsFilter = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--thread-id", help="Only this thread (repeatable).", rich_help_panel=FILTER_PANEL
+    ),
+]
+CursorOption = Annotated[
+    str | None,
+    typer.Option("--cursor", help="The next page: the cursor the previous page printed."),
+]
+DryRunOption = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Only show what would be affected; change nothing."),
+]
+BulkLimitOption = Annotated[
+    int | None,
+    typer.Option("--limit", help="Act on at most this many.", show_default="1000, max 10000"),
+]
+
 JOB_COLUMNS = (
     Column("thread_id", "thread_id"),
     Column("status", "status", coloured=True),
@@ -351,8 +403,44 @@ def render_job_list(data: Mapping[str, Any]) -> None:
     jobs = data.get("jobs") or []
     render_table(jobs, JOB_COLUMNS, empty="(no jobs)")
     offset = int(data.get("offset") or 0)
-    if jobs:
+    if jobs and data.get("total") is not None:
         print(f"\n{offset + 1}-{offset + len(jobs)} of {data.get('total')} jobs")
+    render_next_cursor(data)
+
+
+def render_next_cursor(data: Mapping[str, Any]) -> None:
+    """How to fetch the next page, when there is one."""
+    if data.get("next_cursor"):
+        print(f"\nnext page: --cursor {data['next_cursor']}")
+
+
+def render_bulk(data: Mapping[str, Any], noun: str, key: str, verb: str) -> None:
+    """Print a bulk action's ids and outcome (or, for a dry run, what it would do)."""
+    ids = data.get(key) or []
+    failed = data.get("failed") or []
+    render_table(
+        [{"id": item} for item in ids], (Column(key.removesuffix("s"), "id"),), empty=f"(no {noun})"
+    )
+    if failed:
+        heading("Refused")
+        render_table(
+            failed,
+            (
+                Column(key.removesuffix("s"), key.removesuffix("s")),
+                Column("code", "code", coloured=True),
+                Column("error", "message", max_width=60),
+            ),
+        )
+    more = " (more match: raise --limit or narrow the filters)" if data.get("more") else ""
+    if data.get("dry_run"):
+        print(f"\ndry run: {data['count']} {noun} would be {verb}; nothing changed{more}")
+    else:
+        print(f"\n{data['count']} {noun} {verb}, {len(failed)} refused{more}")
+
+
+def bulk_exit_code(data: Mapping[str, Any]) -> int:
+    """Exit 1 when any item of a bulk action (or of a list of replays) was refused."""
+    return EXIT_FAILURE if data.get("failed") else 0
 
 
 def render_job_state(data: Mapping[str, Any]) -> None:
@@ -446,9 +534,28 @@ async def jobs_list(
     status: Annotated[JobStatus | None, typer.Option("--status", help="Only this status.")] = None,
     limit: LimitOption = None,
     offset: Annotated[int | None, typer.Option("--offset", help="Skip this many rows.")] = None,
+    workflow: WorkflowFilter = None,
+    tenant: TenantFilter = None,
+    created_after: CreatedAfterFilter = None,
+    created_before: CreatedBeforeFilter = None,
+    order: Annotated[
+        JobOrder | None,
+        typer.Option("--order", help="updated: last change first; created: newest first."),
+    ] = None,
+    cursor: CursorOption = None,
 ) -> Any:
-    """List jobs, most recently updated first."""
-    return await client.list_jobs(None if status is None else status.value, limit, offset)
+    """List jobs, most recently updated (or created) first; page with --cursor."""
+    return await client.list_jobs(
+        None if status is None else status.value,
+        limit,
+        offset,
+        workflow=workflow,
+        tenant_id=tenant,
+        created_after=created_after,
+        created_before=created_before,
+        order=None if order is None else order.value,
+        cursor=cursor,
+    )
 
 
 @api_command(jobs_app, "inspect", render=render_job_state)
@@ -463,12 +570,59 @@ async def jobs_detail(client: OrisClient, thread_id: ThreadIdArgument) -> Any:
     return await client.job_detail(thread_id)
 
 
-@api_command(jobs_app, "cancel", render=render_record)
+def render_cancel(data: Mapping[str, Any]) -> None:
+    """One cancelled job, or a bulk cancel's outcome."""
+    if "dry_run" in data:
+        render_bulk(data, "jobs", "thread_ids", "cancelled")
+    else:
+        render_record(data)
+
+
+@api_command(jobs_app, "cancel", render=render_cancel, exit_code=bulk_exit_code)
 async def jobs_cancel(
-    client: OrisClient, thread_id: ThreadIdArgument, reason: ReasonOption = None
+    client: OrisClient,
+    thread_id: Annotated[
+        str | None,
+        typer.Argument(help="The job's thread id (omit it with --where).", show_default=False),
+    ] = None,
+    reason: ReasonOption = None,
+    where: Annotated[
+        bool,
+        typer.Option(
+            "--where", help="Cancel every live job the filter options select, not one job."
+        ),
+    ] = False,
+    workflow: WorkflowFilter = None,
+    tenant: TenantFilter = None,
+    status: Annotated[
+        JobStatus | None,
+        typer.Option("--status", help="Only this live status.", rich_help_panel=FILTER_PANEL),
+    ] = None,
+    created_after: CreatedAfterFilter = None,
+    created_before: CreatedBeforeFilter = None,
+    thread_ids: ThreadIdsFilter = None,
+    limit: BulkLimitOption = None,
+    dry_run: DryRunOption = False,
 ) -> Any:
-    """Cancel a job, its queued work and its lease."""
-    return await client.cancel_job(thread_id, reason)
+    """Cancel a job, its queued work and its lease; with --where, every live job selected."""
+    filters = {
+        "workflow": workflow,
+        "tenant_id": tenant,
+        "status": None if status is None else status.value,
+        "created_after": created_after,
+        "created_before": created_before,
+        "thread_ids": thread_ids or None,
+        "limit": limit,
+    }
+    if not where:
+        if any(value is not None for value in filters.values()) or dry_run:
+            raise typer.BadParameter("filter options and --dry-run need --where")
+        if thread_id is None:
+            raise typer.BadParameter("give a THREAD_ID, or --where with filter options")
+        return await client.cancel_job(thread_id, reason)
+    if thread_id is not None:
+        raise typer.BadParameter("give a THREAD_ID or --where, not both")
+    return await client.cancel_jobs(**filters, reason=reason, dry_run=dry_run)
 
 
 @api_command(jobs_app, "resume", render=render_record)
@@ -588,6 +742,7 @@ REPLAY_RESULT_COLUMNS = (
 def render_dead_letter_list(data: Mapping[str, Any]) -> None:
     """Print dead letters, newest first."""
     render_table(data.get("entries") or [], DEAD_LETTER_COLUMNS, empty="(no dead letters)")
+    render_next_cursor(data)
 
 
 def render_replay_summary(data: Mapping[str, Any]) -> None:
@@ -609,9 +764,38 @@ async def dlq_list(
         ReplayStatus | None, typer.Option("--status", help="Only this replay status.")
     ] = None,
     limit: LimitOption = None,
+    workflow: WorkflowFilter = None,
+    tenant: TenantFilter = None,
+    created_after: Annotated[
+        str | None,
+        typer.Option(
+            "--created-after",
+            metavar="TIME",
+            help="Only dead-lettered after TIME: RFC 3339 or epoch milliseconds.",
+            rich_help_panel=FILTER_PANEL,
+        ),
+    ] = None,
+    created_before: Annotated[
+        str | None,
+        typer.Option(
+            "--created-before",
+            metavar="TIME",
+            help="Only dead-lettered before TIME.",
+            rich_help_panel=FILTER_PANEL,
+        ),
+    ] = None,
+    cursor: CursorOption = None,
 ) -> Any:
-    """List dead letters, newest first."""
-    return await client.list_dlq(None if status is None else status.value, limit)
+    """List dead letters, newest first; page with --cursor."""
+    return await client.list_dlq(
+        None if status is None else status.value,
+        limit,
+        workflow=workflow,
+        tenant_id=tenant,
+        created_after=created_after,
+        created_before=created_before,
+        cursor=cursor,
+    )
 
 
 @api_command(dlq_app, "show", render=render_record)
@@ -620,15 +804,71 @@ async def dlq_show(client: OrisClient, attempt_id: AttemptIdArgument) -> Any:
     return await client.get_dlq(attempt_id)
 
 
-@api_command(dlq_app, "replay", render=render_replay_summary, exit_code=replay_exit_code)
+def render_dlq_replay(data: Mapping[str, Any]) -> None:
+    """Each listed replay's outcome, or a bulk replay's."""
+    if "dry_run" in data:
+        render_bulk(data, "dead letters", "attempt_ids", "replayed")
+    else:
+        render_replay_summary(data)
+
+
+@api_command(dlq_app, "replay", render=render_dlq_replay, exit_code=bulk_exit_code)
 async def dlq_replay(
     client: OrisClient,
     attempt_ids: Annotated[
-        list[str], typer.Argument(help="One or more attempt ids.", show_default=False)
-    ],
+        list[str] | None,
+        typer.Argument(help="One or more attempt ids (or --all).", show_default=False),
+    ] = None,
     override_reason: OverrideOption = None,
+    all_pending: Annotated[
+        bool,
+        typer.Option("--all", help="Replay every pending dead letter the filter options select."),
+    ] = False,
+    workflow: WorkflowFilter = None,
+    tenant: TenantFilter = None,
+    created_after: Annotated[
+        str | None,
+        typer.Option(
+            "--created-after",
+            metavar="TIME",
+            help="Only dead-lettered after TIME: RFC 3339 or epoch milliseconds.",
+            rich_help_panel=FILTER_PANEL,
+        ),
+    ] = None,
+    created_before: Annotated[
+        str | None,
+        typer.Option(
+            "--created-before",
+            metavar="TIME",
+            help="Only dead-lettered before TIME.",
+            rich_help_panel=FILTER_PANEL,
+        ),
+    ] = None,
+    thread_ids: ThreadIdsFilter = None,
+    limit: BulkLimitOption = None,
+    dry_run: DryRunOption = False,
 ) -> Any:
-    """Requeue dead letters with a fresh retry budget; continues past refusals (exit 1 if any)."""
+    """Requeue dead letters with a fresh retry budget; continues past refusals (exit 1 if any).
+
+    With --all, every pending dead letter the filters select, in one audited request."""
+    filters = {
+        "workflow": workflow,
+        "tenant_id": tenant,
+        "created_after": created_after,
+        "created_before": created_before,
+        "thread_ids": thread_ids or None,
+        "limit": limit,
+    }
+    if all_pending:
+        if attempt_ids:
+            raise typer.BadParameter("give attempt ids or --all, not both")
+        return await client.replay_dlq_many(
+            **filters, dry_run=dry_run, override_reason=override_reason
+        )
+    if any(value is not None for value in filters.values()) or dry_run:
+        raise typer.BadParameter("filter options and --dry-run need --all")
+    if not attempt_ids:
+        raise typer.BadParameter("give one or more attempt ids, or --all")
     unique = list(dict.fromkeys(attempt_ids))
     results: list[dict[str, Any]] = []
     for index, attempt_id in enumerate(unique, start=1):
@@ -690,6 +930,8 @@ def render_audit_logs(data: Mapping[str, Any]) -> None:
     render_table(data.get("logs") or [], AUDIT_COLUMNS, empty="(no audit rows)")
     if data.get("next_before_id") is not None:
         print(f"\nmore rows: --before-id {data['next_before_id']}")
+    if data.get("next_cursor"):
+        print(f"next page (same filters): --cursor {data['next_cursor']}")
 
 
 @api_command(audit_app, "logs", render=render_audit_logs)
@@ -709,6 +951,7 @@ async def audit_logs(
     before_id: Annotated[
         int | None, typer.Option("--before-id", help="Page: rows older than this id.")
     ] = None,
+    cursor: CursorOption = None,
 ) -> Any:
     """List audit rows, newest first."""
     return await client.audit_logs(
@@ -722,6 +965,7 @@ async def audit_logs(
         to_ms=to_ms,
         limit=limit,
         before_id=before_id,
+        cursor=cursor,
     )
 
 

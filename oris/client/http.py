@@ -1,4 +1,7 @@
-"""An async client over httpx: one method per endpoint, envelopes unwrapped, errors typed."""
+"""An async client over httpx: one method per endpoint, envelopes unwrapped, errors typed.
+
+This is the low-level layer the worker and the CLI use; applications use
+:class:`oris.client.Client` / :class:`oris.client.AsyncClient` on top of it."""
 
 from __future__ import annotations
 
@@ -7,31 +10,11 @@ from typing import Any
 import httpx
 import orjson
 
+from oris.client.errors import ApiError, ServerUnreachable, api_error
 from oris.client.transport import LeanTransport
 from oris.config import ClientSettings
 
-
-class ServerUnreachable(Exception):
-    """The API did not answer (connection refused, timeout, DNS)."""
-
-
-class ApiError(Exception):
-    """The API answered with an error envelope (or a non-JSON error)."""
-
-    def __init__(
-        self, status: int, code: str, message: str, request_id: str | None, details: Any = None
-    ) -> None:
-        super().__init__(f"{status} {code}: {message} (request_id={request_id})")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.request_id = request_id
-        self.details = details
-
-    @property
-    def retryable(self) -> bool:
-        """Whether the same call may succeed later (server-side or availability errors)."""
-        return self.status >= 500 or self.status == 429
+BULK_TIMEOUT_SECONDS = 900.0
 
 
 def auth_headers(settings: ClientSettings) -> dict[str, str]:
@@ -134,12 +117,34 @@ class OrisClient:
         return await self._object("POST", "/v1/jobs/run", json=body, headers=headers or None)
 
     async def list_jobs(
-        self, status: str | None = None, limit: int | None = None, offset: int | None = None
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        **filters: Any,
     ) -> dict[str, Any]:
-        """``GET /v1/jobs``."""
+        """``GET /v1/jobs``; ``filters``: ``workflow``, ``tenant_id``, ``created_after``,
+        ``created_before``, ``order``, ``cursor``."""
         return await self._object(
-            "GET", "/v1/jobs", params={"status": status, "limit": limit, "offset": offset}
+            "GET",
+            "/v1/jobs",
+            params={"status": status, "limit": limit, "offset": offset, **filters},
         )
+
+    async def cancel_jobs(self, **body: Any) -> dict[str, Any]:
+        """``POST /v1/jobs/cancel``: cancel the live jobs a filter selects (``dry_run``)."""
+        return await self._object(
+            "POST",
+            "/v1/jobs/cancel",
+            json={k: v for k, v in body.items() if v is not None},
+            timeout_seconds=self._bulk_timeout(body),
+        )
+
+    def _bulk_timeout(self, body: dict[str, Any]) -> float | None:
+        """A bulk action runs one transaction per item (up to 10,000): give it time."""
+        if body.get("dry_run"):
+            return None
+        return max(self.settings.request_timeout_seconds, BULK_TIMEOUT_SECONDS)
 
     async def inspect_job(self, thread_id: str) -> dict[str, Any]:
         """``GET /v1/jobs/{thread_id}``."""
@@ -198,9 +203,23 @@ class OrisClient:
         )
 
     # DLQ, attempts, audit, keys
-    async def list_dlq(self, status: str | None = None, limit: int | None = None) -> dict[str, Any]:
-        """``GET /v1/dlq``."""
-        return await self._object("GET", "/v1/dlq", params={"status": status, "limit": limit})
+    async def list_dlq(
+        self, status: str | None = None, limit: int | None = None, **filters: Any
+    ) -> dict[str, Any]:
+        """``GET /v1/dlq``; ``filters``: ``workflow``, ``tenant_id``, ``created_after``,
+        ``created_before``, ``cursor``."""
+        return await self._object(
+            "GET", "/v1/dlq", params={"status": status, "limit": limit, **filters}
+        )
+
+    async def replay_dlq_many(self, **body: Any) -> dict[str, Any]:
+        """``POST /v1/dlq/replay``: replay the pending dead letters a filter selects."""
+        return await self._object(
+            "POST",
+            "/v1/dlq/replay",
+            json={k: v for k, v in body.items() if v is not None},
+            timeout_seconds=self._bulk_timeout(body),
+        )
 
     async def get_dlq(self, attempt_id: str) -> dict[str, Any]:
         """``GET /v1/dlq/{attempt_id}``."""
@@ -295,6 +314,9 @@ class OrisClient:
         return results
 
 
+__all__ = ["ApiError", "OrisClient", "ServerUnreachable", "auth_headers"]
+
+
 def _trace(traceparent: str | None) -> dict[str, str] | None:
     """The W3C header that ties a worker call to its job's trace."""
     return {"traceparent": traceparent} if traceparent else None
@@ -312,7 +334,7 @@ def _unwrap(response: httpx.Response) -> Any:
         return payload["data"]
     if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
         err = payload["error"]
-        raise ApiError(
+        raise api_error(
             response.status_code,
             str(err.get("code")),
             str(err.get("message")),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -12,6 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.clock import now_ms
 from oris.domain.errors import Conflict, InvalidArgument, NotFound
+from oris.domain.paging import (
+    Cursor,
+    check_cursor,
+    decode_cursor,
+    encode_cursor,
+    fingerprint,
+    parse_time_bound,
+)
 from oris.domain.retry import RetryPolicy
 from oris.domain.states import (
     LIVE_ATTEMPT_STATUSES,
@@ -26,6 +34,7 @@ from oris.domain.validation import (
     check_id,
     check_offset,
     check_priority,
+    check_text,
     check_workflow,
     clamp_limit,
     optional_id,
@@ -47,6 +56,7 @@ from oris.store import interrupts as interrupt_store
 from oris.store import jobs as job_store
 from oris.store import leases as lease_store
 from oris.store.database import Database
+from oris.store.jobs import JobFilter, JobOrder
 from oris.store.records import AttemptRecord, CheckpointRecord, JobRecord, dump_json
 from oris.store.wakeup import CHANNEL as WORK_CHANNEL
 
@@ -55,6 +65,9 @@ log = logging.getLogger("oris.jobs")
 DEFAULT_WORKFLOW = "echo"
 LIST_DEFAULT_LIMIT = 50
 LIST_MAX_LIMIT = 200
+JOB_ORDERS = (JobOrder.UPDATED, JobOrder.CREATED)
+BULK_DEFAULT_LIMIT = 1000
+BULK_MAX_LIMIT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,26 +435,115 @@ async def _start_run(
     return answer, created
 
 
+def job_status(field: str, value: str | None, allowed: set[str] | None = None) -> str | None:
+    """A job status filter: blank means absent; 400 when it is not one of ``allowed``."""
+    value = (check_text(field, value) or "").strip() or None
+    names = allowed if allowed is not None else {s.value for s in JobStatus}
+    if value is not None and value not in names:
+        ordered = [s.value for s in JobStatus if s.value in names]
+        raise InvalidArgument(f"{field} must be one of: " + "|".join(ordered))
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class JobQuery:
+    """The filters of ``GET /v1/jobs`` and ``POST /v1/jobs/cancel``, before validation."""
+
+    status: str | None = None
+    workflow: str | None = None
+    tenant_id: str | None = None
+    created_after: str | int | None = None
+    created_before: str | int | None = None
+    thread_ids: list[str] | None = None
+
+    def validated(self, *, statuses: set[str] | None = None) -> JobFilter:
+        """The store filter; 400 on any malformed field."""
+        after = parse_time_bound("created_after", self.created_after)
+        before = parse_time_bound("created_before", self.created_before)
+        thread_ids = None
+        if self.thread_ids is not None:
+            if len(self.thread_ids) > BULK_MAX_LIMIT:
+                raise InvalidArgument(f"thread_ids may name at most {BULK_MAX_LIMIT} threads")
+            thread_ids = tuple(
+                dict.fromkeys(require_id("thread_ids[]", item) for item in self.thread_ids)
+            )
+        return JobFilter(
+            status=job_status("status", self.status, statuses),
+            workflow=optional_id("workflow", self.workflow),
+            tenant_id=optional_id("tenant_id", self.tenant_id),
+            created_after_ms=after,
+            created_before_ms=before,
+            thread_ids=thread_ids,
+        )
+
+
+def _job_fingerprint(where: JobFilter) -> str:
+    return fingerprint(
+        {
+            "status": where.status,
+            "workflow": where.workflow,
+            "tenant_id": where.tenant_id,
+            "created_after": where.created_after_ms,
+            "created_before": where.created_before_ms,
+        }
+    )
+
+
 async def list_jobs(
-    db: Database, *, status: str | None, limit: int | None, offset: int | None
+    db: Database,
+    *,
+    status: str | None,
+    limit: int | None,
+    offset: int | None,
+    query: JobQuery | None = None,
+    order: str | None = None,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
-    """``ListJobsResponse`` with a total count and the page bounds."""
+    """``ListJobsResponse`` with the page bounds, a total count (first page and offset pages)
+    and ``next_cursor``, which continues after this page's last job however many jobs were
+    inserted since (``None`` on the last page)."""
     resolved_limit = clamp_limit(limit, default=LIST_DEFAULT_LIMIT, maximum=LIST_MAX_LIMIT)
     resolved_offset = check_offset(offset)
+    where = (query or JobQuery()).validated()
     if status is not None:
-        status = status.strip() or None
-        if status is not None and status not in {s.value for s in JobStatus}:
-            raise InvalidArgument("status must be one of: " + "|".join(s.value for s in JobStatus))
+        where = replace(where, status=job_status("status", status))
+    wanted_order = (check_text("order", order) or "").strip() or None
+    if wanted_order is not None and wanted_order not in JOB_ORDERS:
+        raise InvalidArgument("order must be one of: " + "|".join(JOB_ORDERS))
+    digest = _job_fingerprint(where)
+    after: tuple[int, str] | None = None
+    if cursor is not None:
+        if resolved_offset:
+            raise InvalidArgument("cursor and offset cannot be combined")
+        parsed = decode_cursor(cursor, kind="jobs", key_types=(int, str))
+        resolved_order = wanted_order or parsed.order
+        check_cursor(parsed, order=resolved_order, filters_fingerprint=digest)
+        after = (int(parsed.key[0]), str(parsed.key[1]))
+    else:
+        resolved_order = wanted_order or JobOrder.UPDATED
     async with db.read() as conn:
         rows = await job_store.list_jobs(
-            conn, status=status, limit=resolved_limit, offset=resolved_offset
+            conn,
+            where=where,
+            limit=resolved_limit + 1,
+            offset=resolved_offset,
+            order=resolved_order,
+            after=after,
         )
-        total = await job_store.count_jobs(conn, status=status)
+        total = None if cursor is not None else await job_store.count_jobs(conn, where=where)
+    page = rows[:resolved_limit]
+    next_cursor = None
+    if len(rows) > resolved_limit:
+        last = page[-1]
+        key = last.created_at_ms if resolved_order == JobOrder.CREATED else last.updated_at_ms
+        next_cursor = encode_cursor(Cursor("jobs", resolved_order, digest, (key, last.thread_id)))
     return {
-        "jobs": [job_list_item(job) for job in rows],
+        "jobs": [job_list_item(job) for job in page],
         "total": total,
         "limit": resolved_limit,
         "offset": resolved_offset,
+        "order": resolved_order,
+        "next_cursor": next_cursor,
     }
 
 

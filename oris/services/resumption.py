@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select, update
@@ -10,15 +11,24 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.clock import now_ms, to_rfc3339
 from oris.domain.errors import Conflict, InvalidArgument, NotFound
+from oris.domain.paging import (
+    Cursor,
+    check_cursor,
+    decode_cursor,
+    encode_cursor,
+    fingerprint,
+    parse_time_bound,
+)
 from oris.domain.retry import RetryPolicy
 from oris.domain.states import (
     AttemptStatus,
     InterruptStatus,
     JobStatus,
     LeaseState,
+    ReplayStatus,
 )
 from oris.domain.trace import TraceContext
-from oris.domain.validation import check_id, check_text, clamp_limit, require_id
+from oris.domain.validation import check_id, check_text, clamp_limit, optional_id, require_id
 from oris.services import audit, events
 from oris.services.context import RequestContext
 from oris.services.incidents import check_freeze
@@ -30,6 +40,7 @@ from oris.store import interrupts as interrupt_store
 from oris.store import jobs as job_store
 from oris.store import leases as lease_store
 from oris.store.database import Database
+from oris.store.dead_letters import DeadLetterFilter
 from oris.store.dialect import insert_ignore
 from oris.store.records import InterruptRecord, JobRecord, dump_json, load_json
 from oris.store.tables import replay_effects
@@ -38,6 +49,7 @@ INTERRUPT_LIST_DEFAULT = 50
 INTERRUPT_LIST_MAX = 200
 DLQ_LIST_DEFAULT = 100
 DLQ_LIST_MAX = 500
+DLQ_THREAD_IDS_MAX = 10_000
 
 
 def _hash(value: Any) -> str:
@@ -437,15 +449,85 @@ async def replay_job(
     return response
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetterQuery:
+    """The filters of ``GET /v1/dlq`` and ``POST /v1/dlq/replay``, before validation."""
+
+    status: str | None = None
+    workflow: str | None = None
+    tenant_id: str | None = None
+    created_after: str | int | None = None
+    created_before: str | int | None = None
+    thread_ids: list[str] | None = None
+
+    def validated(self) -> DeadLetterFilter:
+        """The store filter (``created_*`` bound when the entry was dead-lettered)."""
+        thread_ids = None
+        if self.thread_ids is not None:
+            if len(self.thread_ids) > DLQ_THREAD_IDS_MAX:
+                raise InvalidArgument(f"thread_ids may name at most {DLQ_THREAD_IDS_MAX} threads")
+            thread_ids = tuple(
+                dict.fromkeys(require_id("thread_ids[]", item) for item in self.thread_ids)
+            )
+        status = (check_text("status", self.status) or "").strip() or None
+        if status is not None and status not in {s.value for s in ReplayStatus}:
+            raise InvalidArgument(
+                "status must be one of: " + "|".join(s.value for s in ReplayStatus)
+            )
+        return DeadLetterFilter(
+            replay_status=status,
+            workflow=optional_id("workflow", self.workflow),
+            tenant_id=optional_id("tenant_id", self.tenant_id),
+            dead_after_ms=parse_time_bound("created_after", self.created_after),
+            dead_before_ms=parse_time_bound("created_before", self.created_before),
+            thread_ids=thread_ids,
+        )
+
+
+def _dlq_fingerprint(where: DeadLetterFilter) -> str:
+    return fingerprint(
+        {
+            "status": where.replay_status,
+            "workflow": where.workflow,
+            "tenant_id": where.tenant_id,
+            "created_after": where.dead_after_ms,
+            "created_before": where.dead_before_ms,
+            "thread_ids": None if where.thread_ids is None else list(where.thread_ids),
+        }
+    )
+
+
 async def list_dead_letters(
-    db: Database, *, status: str | None, limit: int | None
+    db: Database,
+    *,
+    status: str | None,
+    limit: int | None,
+    query: DeadLetterQuery | None = None,
+    cursor: str | None = None,
 ) -> dict[str, Any]:
-    """``DeadLetterListResponse``, newest first; limit clamped to 1..500."""
+    """``DeadLetterListResponse``, newest first; limit clamped to 1..500; ``next_cursor``
+    continues after this page's last entry (``None`` on the last page)."""
     resolved = clamp_limit(limit, default=DLQ_LIST_DEFAULT, maximum=DLQ_LIST_MAX)
-    status = (status or "").strip() or None
+    base = query or DeadLetterQuery()
+    if status is not None:
+        base = replace(base, status=status)
+    where = base.validated()
+    digest = _dlq_fingerprint(where)
+    after: tuple[int, str] | None = None
+    if cursor is not None:
+        parsed = decode_cursor(cursor, kind="dlq", key_types=(int, str))
+        check_cursor(parsed, order="dead_at", filters_fingerprint=digest)
+        after = (int(parsed.key[0]), str(parsed.key[1]))
     async with db.read() as conn:
-        rows = await dlq_store.list_entries(conn, replay_status=status, limit=resolved)
-    return {"entries": [dead_letter_view(row) for row in rows]}
+        rows = await dlq_store.list_entries(conn, where=where, limit=resolved + 1, after=after)
+    page = rows[:resolved]
+    next_cursor = None
+    if len(rows) > resolved:
+        last = page[-1]
+        next_cursor = encode_cursor(
+            Cursor("dlq", "dead_at", digest, (last.dead_at_ms, last.attempt_id))
+        )
+    return {"entries": [dead_letter_view(row) for row in page], "next_cursor": next_cursor}
 
 
 async def get_dead_letter(db: Database, attempt_id: str) -> dict[str, Any]:

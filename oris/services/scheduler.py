@@ -1127,6 +1127,8 @@ async def fail_attempt(
         reason=reason.value,
         error=error,
         now_ms=now,
+        workflow=attempt.workflow,
+        tenant_id=attempt.tenant_id,
     )
     await events.record(
         conn,

@@ -176,4 +176,6 @@ def dead_letter_view(entry: DeadLetterRecord) -> dict[str, Any]:
         "replay_count": entry.replay_count,
         "last_replayed_at": optional_rfc3339(entry.last_replayed_at_ms),
         "error": entry.error,
+        "workflow": entry.workflow,
+        "tenant_id": entry.tenant_id,
     }

@@ -150,23 +150,97 @@ async def update_job(conn: AsyncConnection, thread_id: str, values: dict[str, An
     await conn.execute(update(jobs).where(jobs.c.thread_id == thread_id).values(**values))
 
 
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """What a job listing or a bulk action selects; every field narrows the selection."""
+
+    status: str | None = None
+    statuses: tuple[str, ...] | None = None  # any of these (bulk cancel: the live statuses)
+    workflow: str | None = None
+    tenant_id: str | None = None
+    created_after_ms: int | None = None  # exclusive
+    created_before_ms: int | None = None  # exclusive
+    thread_ids: tuple[str, ...] | None = None
+    # Schedules (another change) add a ``schedule_id`` column to the jobs table; its filter
+    # belongs here and in :func:`_job_conditions`, backed by an index that leads with it.
+
+
+class JobOrder:
+    """The orders a job listing pages in; both are keyset-paged on an index."""
+
+    UPDATED = "updated"  # upstream's: most recently updated first (updated_at_ms, thread_id)
+    CREATED = "created"  # newest first by creation (created_at_ms, thread_id): never changes
+
+
+def _job_conditions(postgres: bool, where: JobFilter) -> list[ColumnElement[bool]]:
+    c = jobs.c
+    conditions: list[ColumnElement[bool]] = []
+    if where.status is not None:
+        conditions.append(c.status == where.status)
+    if where.statuses is not None:
+        conditions.append(c.status.in_(where.statuses))
+    if where.workflow is not None:
+        conditions.append(c.workflow == where.workflow)
+    if where.tenant_id is not None:
+        conditions.append(c.tenant_id == where.tenant_id)
+    if where.created_after_ms is not None:
+        conditions.append(c.created_at_ms > where.created_after_ms)
+    if where.created_before_ms is not None:
+        conditions.append(c.created_at_ms < where.created_before_ms)
+    if where.thread_ids is not None:
+        conditions.append(in_list(postgres, c.thread_id, "filter_thread_ids"))
+    return conditions
+
+
+def _job_params(where: JobFilter) -> dict[str, Any]:
+    return {} if where.thread_ids is None else {"filter_thread_ids": list(where.thread_ids)}
+
+
 async def list_jobs(
-    conn: AsyncConnection, *, status: str | None, limit: int, offset: int
+    conn: AsyncConnection,
+    *,
+    where: JobFilter,
+    limit: int,
+    offset: int = 0,
+    order: str = JobOrder.UPDATED,
+    after: tuple[int, str] | None = None,
 ) -> list[JobRecord]:
-    """Jobs, most recently updated first."""
-    statement = select(jobs).order_by(jobs.c.updated_at_ms.desc(), jobs.c.thread_id)
-    if status is not None:
-        statement = statement.where(jobs.c.status == status)
-    rows = (await conn.execute(statement.limit(limit).offset(offset))).mappings()
+    """A page of jobs in ``order``, newest first, ties by thread id; ``after`` is the
+    (timestamp, thread id) of the previous page's last row (keyset paging)."""
+    key = jobs.c.created_at_ms if order == JobOrder.CREATED else jobs.c.updated_at_ms
+    statement = select(jobs).order_by(key.desc(), jobs.c.thread_id)
+    conditions = _job_conditions(is_postgres(conn), where)
+    if after is not None:
+        # ``key <= :k`` is the index condition; the tie on ``key`` continues by thread id.
+        conditions.append(key <= after[0])
+        conditions.append(or_(key < after[0], jobs.c.thread_id > after[1]))
+    if conditions:
+        statement = statement.where(*conditions)
+    statement = statement.limit(limit)
+    if offset:
+        statement = statement.offset(offset)
+    rows = (await conn.execute(statement, _job_params(where))).mappings()
     return [JobRecord.from_row(row) for row in rows]
 
 
-async def count_jobs(conn: AsyncConnection, *, status: str | None) -> int:
+async def count_jobs(conn: AsyncConnection, *, where: JobFilter) -> int:
     """How many jobs match the filter."""
     statement = select(func.count()).select_from(jobs)
-    if status is not None:
-        statement = statement.where(jobs.c.status == status)
-    return int((await conn.execute(statement)).scalar_one())
+    conditions = _job_conditions(is_postgres(conn), where)
+    if conditions:
+        statement = statement.where(*conditions)
+    return int((await conn.execute(statement, _job_params(where))).scalar_one())
+
+
+async def select_thread_ids(conn: AsyncConnection, *, where: JobFilter, limit: int) -> list[str]:
+    """The thread ids a bulk action selects, oldest first (creation order, then id)."""
+    statement = (
+        select(jobs.c.thread_id).order_by(jobs.c.created_at_ms, jobs.c.thread_id).limit(limit)
+    )
+    conditions = _job_conditions(is_postgres(conn), where)
+    if conditions:
+        statement = statement.where(*conditions)
+    return [str(row[0]) for row in (await conn.execute(statement, _job_params(where))).all()]
 
 
 def new_attempt_id(thread_id: str) -> str:

@@ -284,6 +284,8 @@ class DeadLetterRecord:
     replay_status: str
     replay_count: int
     last_replayed_at_ms: int | None
+    workflow: str | None = None
+    tenant_id: str | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> DeadLetterRecord:
@@ -299,4 +301,6 @@ class DeadLetterRecord:
             replay_status=row["replay_status"],
             replay_count=row["replay_count"],
             last_replayed_at_ms=row["last_replayed_at_ms"],
+            workflow=row["workflow"],
+            tenant_id=row["tenant_id"],
         )

@@ -71,6 +71,22 @@ jobs = Table(
 )
 Index("idx_runtime_jobs_updated", jobs.c.updated_at_ms.desc(), jobs.c.thread_id)
 Index("idx_runtime_jobs_status_updated", jobs.c.status, jobs.c.updated_at_ms.desc())
+# Filtered listings page on these (keyset: the order's timestamp, then the thread id).
+Index(
+    "idx_runtime_jobs_workflow_updated",
+    jobs.c.workflow,
+    jobs.c.updated_at_ms.desc(),
+    jobs.c.thread_id,
+)
+# Tenant first: a tenant's listing, and a tenant's listing of one workflow.
+Index(
+    "idx_runtime_jobs_tenant_updated",
+    jobs.c.tenant_id,
+    jobs.c.workflow,
+    jobs.c.updated_at_ms.desc(),
+    jobs.c.thread_id,
+)
+Index("idx_runtime_jobs_created", jobs.c.created_at_ms.desc(), jobs.c.thread_id)
 
 attempts = Table(
     "runtime_attempts",
@@ -263,6 +279,10 @@ dead_letters = Table(
     Column("replay_status", String(32), nullable=False),
     Column("replay_count", Integer, nullable=False, server_default=text("0")),
     Column("last_replayed_at_ms", BigInteger, nullable=True),
+    # The dead attempt's, so the DLQ filters on its own rows (null on rows older than 0005
+    # whose attempt was gone when it ran).
+    Column("workflow", String(ID), nullable=True),
+    Column("tenant_id", String(ID), nullable=True),
 )
 Index(
     "idx_runtime_dead_letters_status_dead_at",

@@ -21,7 +21,9 @@ from typing import Any
 from sqlalchemy import event, text
 
 from oris.domain.clock import now_ms
-from oris.services import retention, scheduler
+from oris.services import bulk, jobs, resumption, retention, scheduler
+from oris.services.context import RequestContext
+from oris.services.jobs import JobQuery
 from oris.services.runtime import Runtime
 
 QUEUED = 20_000
@@ -203,6 +205,7 @@ async def plan_offenders(
     rt: Runtime,
     statements: list[tuple[str, Any]],
     tables: tuple[str, ...] = HOT_TABLES,
+    extra_tables: tuple[str, ...] = (),
 ) -> tuple[list[str], int]:
     """EXPLAIN each captured statement with its parameters; the plans that scan a hot table
     sequentially or a churning one with a bitmap scan, and how many statements were checked."""
@@ -220,7 +223,7 @@ async def plan_offenders(
             plan = "\n".join(" ".join(str(v) for v in row) for row in rows)
             checked += 1
             shown = " ".join(statement.split())[:300]
-            if scanned := sequential_scans(backend, plan, tables):
+            if scanned := sequential_scans(backend, plan, tables + extra_tables):
                 offenders.append(f"{scanned}: {shown}\n{plan}")
             if bitmapped := bitmap_scans(backend, plan):
                 offenders.append(f"bitmap scan of {bitmapped}: {shown}\n{plan}")
@@ -272,4 +275,109 @@ async def test_retention_plans_use_indexes(backend: str, rt: Runtime) -> None:
     assert purged == {"completed": PURGE_BATCH, "failed": PURGE_BATCH}, purged
     offenders, checked = await plan_offenders(backend, rt, statements, PURGED_TABLES)
     assert checked >= 20, f"only {checked} statements captured"
+    assert not offenders, "\n\n".join(offenders)
+
+
+LISTED = 100_000
+DEAD = 10_000
+# The DLQ holds failures only and is read in page order on its own indexes; the tables that
+# grow with every job are the ones checked (HOT_TABLES).
+LIST_TABLES = ("runtime_audit_logs",)
+# Jobs of 50 workflows and 100 tenants, one a second going back from now, each with its
+# attempt; as in a deployment that has run for a while, nearly all are finished. Every tenth
+# failed and was dead-lettered (its attempt names the workflow and tenant the DLQ filters on).
+_LIST_SEED = [
+    f"""{_NUMBERS}
+    INSERT INTO runtime_jobs (thread_id, status, workflow, input_json, tenant_id, priority,
+        run_no, current_attempt_id, created_at_ms, updated_at_ms)
+    SELECT 'list-' || n,
+        CASE WHEN n % 10 = 0 THEN 'failed' WHEN n % 97 = 0 THEN 'queued'
+            WHEN n % 101 = 0 THEN 'running' ELSE 'completed' END,
+        'wf-' || (n % 50), '{{}}', 't-' || (n % 100), 0, 1, 'attempt-list-' || n,
+        CAST(:now AS BIGINT) - n * 1000, CAST(:now AS BIGINT) - n * 500 FROM g""",
+    f"""{_NUMBERS}
+    INSERT INTO runtime_attempts (attempt_id, run_id, run_no, attempt_no, retry_base_no, status,
+        kind, workflow, priority, tenant_id, available_at_ms, trace_flags, created_at_ms,
+        updated_at_ms)
+    SELECT 'attempt-list-' || n, 'list-' || n, 1, 1, 0,
+        CASE WHEN n % 10 = 0 THEN 'failed' ELSE 'completed' END, 'run',
+        'wf-' || (n % 50), 0, 't-' || (n % 100), CAST(:now AS BIGINT), '01',
+        CAST(:now AS BIGINT), CAST(:now AS BIGINT) FROM g""",
+    f"""{_NUMBERS}
+    INSERT INTO runtime_dead_letters (attempt_id, run_id, attempt_no, terminal_status, reason,
+        dead_at_ms, replay_status, replay_count, workflow, tenant_id)
+    SELECT 'attempt-list-' || (n * 10), 'list-' || (n * 10), 1, 'failed', 'exhausted',
+        CAST(:now AS BIGINT) - n * 10000, 'pending', 0, 'wf-' || ((n * 10) % 50),
+        't-' || ((n * 10) % 100) FROM g""",
+]
+
+
+async def test_filtered_and_paged_list_plans_use_indexes(backend: str, rt: Runtime) -> None:
+    """``GET /v1/jobs`` and ``GET /v1/dlq`` with each filter, a cursor page of each, and the
+    selections of the bulk actions' dry runs: no sequential scan of a runtime table."""
+    now = now_ms()
+    async with rt.db.write() as conn:
+        for statement in _LIST_SEED:
+            count = DEAD if "runtime_dead_letters" in statement else LISTED
+            await conn.execute(text(statement), {"count": count, "now": now})
+    async with rt.db.write() as conn:
+        await conn.execute(text("ANALYZE"))
+    ctx = RequestContext.internal("explain-lists")
+    old = now - 15_000 * 1000
+    job_queries = [
+        JobQuery(workflow="wf-7"),
+        JobQuery(tenant_id="t-42"),
+        JobQuery(workflow="wf-7", tenant_id="t-7"),
+        JobQuery(created_after=old),
+        JobQuery(created_before=now - 19_000 * 1000),
+        JobQuery(workflow="wf-3", created_after=old),
+    ]
+    with captured(rt) as statements:
+        for query in job_queries:
+            for order in ("updated", "created"):
+                first = await jobs.list_jobs(
+                    rt.db, status=None, limit=50, offset=None, query=query, order=order
+                )
+                assert first["jobs"], (query, order)
+                if first["next_cursor"]:
+                    await jobs.list_jobs(
+                        rt.db,
+                        status=None,
+                        limit=50,
+                        offset=None,
+                        query=query,
+                        cursor=first["next_cursor"],
+                    )
+        # Unfiltered pages (their total is counted only on the first page).
+        first = await jobs.list_jobs(rt.db, status=None, limit=50, offset=None, order="created")
+        await jobs.list_jobs(rt.db, status=None, limit=50, offset=None, cursor=first["next_cursor"])
+        for dlq_query in (
+            resumption.DeadLetterQuery(),
+            resumption.DeadLetterQuery(workflow="wf-10"),
+            resumption.DeadLetterQuery(tenant_id="t-20", status="pending"),
+        ):
+            page = await resumption.list_dead_letters(rt.db, status=None, limit=20, query=dlq_query)
+            assert page["entries"]
+            if page["next_cursor"]:
+                await resumption.list_dead_letters(
+                    rt.db, status=None, limit=20, query=dlq_query, cursor=page["next_cursor"]
+                )
+        cancel = await bulk.cancel_jobs(
+            rt.db, ctx, JobQuery(workflow="wf-9"), limit=1000, dry_run=True, reason=None
+        )
+        assert cancel["count"] > 0
+        replay = await bulk.replay_dead_letters(
+            rt.db, ctx, resumption.DeadLetterQuery(workflow="wf-10"), limit=1000, dry_run=True
+        )
+        assert replay["count"] > 0
+    # A page's total is a count of every matching job, which no index makes cheaper than the
+    # matches themselves: cursor pages skip it (see docs/compatibility.md). The pages and the
+    # bulk selections are what must stay on an index.
+    paged = [
+        (sql, params)
+        for sql, params in statements
+        if not sql.lstrip().startswith("SELECT count(*)")
+    ]
+    offenders, checked = await plan_offenders(backend, rt, paged, extra_tables=LIST_TABLES)
+    assert checked >= 30, f"only {checked} statements captured"
     assert not offenders, "\n\n".join(offenders)

@@ -447,3 +447,63 @@ def test_keys_create_warns_when_it_turns_auth_on_and_rotate_keeps_disabled_keys_
         ).exit_code
         == 0
     )
+
+
+def test_bulk_cancel_and_bulk_replay_with_a_dry_run(server: str) -> None:
+    attempt_ids = []
+    for thread_id in ("bulk-dead-1", "bulk-dead-2"):
+        oris_json(server, "jobs", "run", thread_id, "--workflow", "cli.bulk", "--tenant", "acme")
+        dispatch = lease(server, "cli.bulk")
+        ack(server, dispatch, "failed", error={"message": "boom"})
+        attempt_ids.append(dispatch["attempt_id"])
+    oris_json(server, "jobs", "run", "bulk-other", "--workflow", "cli.other")
+
+    preview = oris(server, "dlq", "replay", "--all", "--workflow", "cli.bulk", "--dry-run")
+    assert preview.exit_code == 0, preview.output
+    assert all(attempt_id in preview.stdout for attempt_id in attempt_ids)
+    assert "dry run: 2 dead letters would be replayed; nothing changed" in preview.stdout
+    assert oris_json(server, "jobs", "inspect", "bulk-dead-1")["status"] == "failed"
+
+    oris_json(server, "incident", "open", "--reason", "terminal error spike")
+    frozen = oris(server, "dlq", "replay", "--all", "--workflow", "cli.bulk")
+    assert frozen.exit_code == 1
+    assert "code incident_freeze" in frozen.stderr
+    replayed = oris_json(
+        server,
+        "dlq",
+        "replay",
+        "--all",
+        "--workflow",
+        "cli.bulk",
+        "--override-reason",
+        "fix deployed",
+    )
+    assert replayed["count"] == 2 and replayed["attempt_ids"] == attempt_ids
+    oris_json(server, "incident", "close")
+
+    usage = oris(server, "dlq", "replay", "--workflow", "cli.bulk")
+    assert usage.exit_code == 2 and "--all" in usage.output
+    usage = oris(server, "jobs", "cancel", "--workflow", "cli.bulk")
+    assert usage.exit_code == 2 and "--where" in usage.output
+
+    dry = oris_json(
+        server, "jobs", "cancel", "--where", "--tenant", "acme", "--dry-run", "--reason", "x"
+    )
+    assert dry["dry_run"] is True and dry["thread_ids"] == ["bulk-dead-1", "bulk-dead-2"]
+    cancelled = oris(server, "jobs", "cancel", "--where", "--workflow", "cli.bulk")
+    assert cancelled.exit_code == 0, cancelled.output
+    assert "2 jobs cancelled, 0 refused" in cancelled.stdout
+    assert oris_json(server, "jobs", "inspect", "bulk-other")["status"] == "queued"
+    bulk_rows = oris_json(server, "audit", "logs", "--action", "job.cancel_bulk")["logs"]
+    assert bulk_rows[0]["details"]["thread_ids"] == ["bulk-dead-1", "bulk-dead-2"]
+
+    page = oris(server, "jobs", "list", "--limit", "1", "--order", "created")
+    assert page.exit_code == 0, page.output
+    cursor = re.search(r"next page: --cursor (\S+)", page.stdout)
+    assert cursor, page.stdout
+    following = oris_json(server, "jobs", "list", "--limit", "5", "--cursor", cursor.group(1))
+    assert len(following["jobs"]) == 2 and following["next_cursor"] is None
+    filtered = oris_json(server, "jobs", "list", "--workflow", "cli.other")
+    assert [job["thread_id"] for job in filtered["jobs"]] == ["bulk-other"]
+    dlq = oris_json(server, "dlq", "list", "--tenant", "acme", "--limit", "1")
+    assert dlq["next_cursor"]

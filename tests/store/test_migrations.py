@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
 from oris.config import ServerSettings
 from oris.domain.errors import SchemaVersionError
 from oris.services.bootstrap import open_database, prepare_database, upgrade_schema
-from oris.store.schema import code_version, schema_status
+from oris.store.schema import _alembic_config, code_version, schema_status
 from oris.store.tables import metadata, schema_migrations
 
 
@@ -34,6 +35,7 @@ async def test_empty_database_upgrades_to_head_and_records_each_revision(
             (3, "worker_registry"),
             (4, "audit_chain_head"),
             (5, "retention"),
+            (6, "list_filters"),
         ]
         assert all(r["applied_at_ms"] > 0 for r in rows)
         again = await upgrade_schema(database)
@@ -99,5 +101,52 @@ async def test_postgres_requires_the_schema_unless_told_otherwise(
     database = open_database(lenient)
     try:
         assert (await prepare_database(lenient, database)).at_head
+    finally:
+        await database.dispose()
+
+
+async def test_the_list_filters_revision_fills_in_the_workflow_and_tenant_of_existing_dead_letters(
+    settings: ServerSettings,
+) -> None:
+    database = open_database(settings)
+    try:
+        async with database.engine.connect() as conn:
+            if database.backend.value == "postgres":
+                await conn.execute(
+                    text(f'CREATE SCHEMA IF NOT EXISTS "{settings.postgres_schema}"')
+                )
+            await conn.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "0004"))
+            await conn.execute(
+                text(
+                    "INSERT INTO runtime_attempts (attempt_id, run_id, run_no, attempt_no, "
+                    "retry_base_no, status, kind, workflow, priority, tenant_id, "
+                    "available_at_ms, trace_flags, created_at_ms, updated_at_ms) VALUES "
+                    "('a-old', 't-old', 1, 1, 0, 'failed', 'run', 'payments', 0, 'acme', "
+                    "1, '01', 1, 1)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO runtime_dead_letters (attempt_id, run_id, attempt_no, "
+                    "terminal_status, dead_at_ms, replay_status, replay_count) VALUES "
+                    "('a-old', 't-old', 1, 'failed', 1, 'pending', 0), "
+                    "('a-gone', 't-gone', 1, 'failed', 1, 'pending', 0)"
+                )
+            )
+            await conn.commit()
+        assert (await upgrade_schema(database)).at_head
+        async with database.read() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT attempt_id, workflow, tenant_id FROM runtime_dead_letters "
+                        "ORDER BY attempt_id"
+                    )
+                )
+            ).all()
+        assert [tuple(row) for row in rows] == [
+            ("a-gone", None, None),
+            ("a-old", "payments", "acme"),
+        ]
     finally:
         await database.dispose()

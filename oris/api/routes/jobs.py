@@ -20,13 +20,14 @@ from oris.api.deps import (
 )
 from oris.api.envelope import ok
 from oris.api.models import (
+    BulkCancelBody,
     CancelJobBody,
     PurgeJobsBody,
     ReplayJobBody,
     ResumeJobBody,
     RunJobBody,
 )
-from oris.services import jobs, resumption, retention
+from oris.services import bulk, jobs, resumption, retention
 from oris.services.context import RequestContext
 from oris.services.runtime import Runtime
 
@@ -89,11 +90,44 @@ async def list_jobs(
     status: str | None = None,
     limit: Annotated[int | None, Query()] = None,
     offset: Annotated[int | None, Query()] = None,
+    workflow: str | None = None,
+    tenant_id: str | None = None,
+    created_after: str | None = None,
+    created_before: str | None = None,
+    order: str | None = None,
+    cursor: str | None = None,
 ) -> Response:
-    """Jobs, most recently updated first."""
-    return ok(
-        ctx.request_id, await jobs.list_jobs(rt.db, status=status, limit=limit, offset=offset)
+    """Jobs, most recently updated (or, with ``order=created``, created) first; page with
+    ``offset`` or with the ``next_cursor`` of the previous page."""
+    query = jobs.JobQuery(
+        workflow=workflow,
+        tenant_id=tenant_id,
+        created_after=created_after,
+        created_before=created_before,
     )
+    data = await jobs.list_jobs(
+        rt.db, status=status, limit=limit, offset=offset, query=query, order=order, cursor=cursor
+    )
+    return ok(ctx.request_id, data)
+
+
+@router.post("/cancel", dependencies=[Depends(audited(bulk.CANCEL_ACTION, "jobs"))])
+async def cancel_jobs(
+    rt: Rt, ctx: Ctx, body: Annotated[BulkCancelBody, Depends(json_body(BulkCancelBody))]
+) -> Response:
+    """Cancel every live job the filter selects (``dry_run``: only say which)."""
+    query = jobs.JobQuery(
+        status=body.status,
+        workflow=body.workflow,
+        tenant_id=body.tenant_id,
+        created_after=body.created_after,
+        created_before=body.created_before,
+        thread_ids=body.thread_ids,
+    )
+    data = await bulk.cancel_jobs(
+        rt.db, ctx, query, limit=body.limit, dry_run=body.dry_run, reason=body.reason
+    )
+    return ok(ctx.request_id, data)
 
 
 @router.get("/{thread_id}")

@@ -13,6 +13,7 @@ from oris.api.deps import audit_read, audited, caller, json_body, runtime, with_
 from oris.api.envelope import ok
 from oris.api.models import (
     ArchiveAuditBody,
+    BulkReplayBody,
     CloseIncidentBody,
     CreateKeyBody,
     OpenIncidentBody,
@@ -22,8 +23,9 @@ from oris.api.models import (
 )
 from oris.domain.clock import to_rfc3339
 from oris.domain.errors import InvalidArgument
+from oris.domain.paging import Cursor, check_cursor, decode_cursor, encode_cursor, fingerprint
 from oris.domain.validation import check_text, clamp_limit
-from oris.services import audit, health, incidents, keys, resumption
+from oris.services import audit, bulk, health, incidents, keys, resumption
 from oris.services.audit import AuditFilter
 from oris.services.context import RequestContext
 from oris.services.runtime import Runtime
@@ -99,10 +101,45 @@ async def attempt_retries(rt: Rt, ctx: Ctx, attempt_id: str) -> Response:
 
 @router.get("/dlq")
 async def list_dead_letters(
-    rt: Rt, ctx: Ctx, status: str | None = None, limit: int | None = None
+    rt: Rt,
+    ctx: Ctx,
+    status: str | None = None,
+    limit: int | None = None,
+    workflow: str | None = None,
+    tenant_id: str | None = None,
+    created_after: str | None = None,
+    created_before: str | None = None,
+    cursor: str | None = None,
 ) -> Response:
-    """Dead letters, newest first."""
-    return ok(ctx.request_id, await resumption.list_dead_letters(rt.db, status=status, limit=limit))
+    """Dead letters, newest first; page with the ``next_cursor`` of the previous page."""
+    query = resumption.DeadLetterQuery(
+        workflow=workflow,
+        tenant_id=tenant_id,
+        created_after=created_after,
+        created_before=created_before,
+    )
+    data = await resumption.list_dead_letters(
+        rt.db, status=status, limit=limit, query=query, cursor=cursor
+    )
+    return ok(ctx.request_id, data)
+
+
+@router.post("/dlq/replay", dependencies=[Depends(audited(bulk.REPLAY_ACTION, "dlq"))])
+async def replay_dead_letters(
+    rt: Rt, ctx: Ctx, body: Annotated[BulkReplayBody, Depends(json_body(BulkReplayBody))]
+) -> Response:
+    """Replay every pending dead letter the filter selects (``dry_run``: only say which)."""
+    ctx = with_override(ctx, body.override_reason)
+    query = resumption.DeadLetterQuery(
+        status=body.status,
+        workflow=body.workflow,
+        tenant_id=body.tenant_id,
+        created_after=body.created_after,
+        created_before=body.created_before,
+        thread_ids=body.thread_ids,
+    )
+    data = await bulk.replay_dead_letters(rt.db, ctx, query, limit=body.limit, dry_run=body.dry_run)
+    return ok(ctx.request_id, data)
 
 
 @router.get("/dlq/{attempt_id}")
@@ -136,8 +173,9 @@ async def audit_logs(
     to_ms: int | None = None,
     before_id: int | None = None,
     limit: int | None = None,
+    cursor: str | None = None,
 ) -> Response:
-    """Audit rows, newest first; page with ``before_id``."""
+    """Audit rows, newest first; page with ``next_cursor`` (or upstream's ``before_id``)."""
     if from_ms is not None and to_ms is not None and from_ms > to_ms:
         raise InvalidArgument("from_ms must be less than or equal to to_ms")
     resolved = clamp_limit(limit, default=AUDIT_DEFAULT_LIMIT, maximum=AUDIT_MAX_LIMIT)
@@ -145,6 +183,23 @@ async def audit_logs(
     def blank(value: str | None) -> str | None:
         return (check_text("audit filters", value) or "").strip() or None
 
+    filter_values = {
+        "request_id": blank(request_id),
+        "action": blank(action),
+        "actor_id": blank(actor_id),
+        "resource_type": blank(resource_type),
+        "resource_id": blank(resource_id),
+        "result": blank(result),
+        "from_ms": from_ms,
+        "to_ms": to_ms,
+    }
+    digest = fingerprint(filter_values)
+    if cursor is not None:
+        if before_id is not None:
+            raise InvalidArgument("cursor and before_id cannot be combined")
+        parsed = decode_cursor(cursor, kind="audit", key_types=(int,))
+        check_cursor(parsed, order="audit_id", filters_fingerprint=digest)
+        before_id = int(parsed.key[0])
     filters = AuditFilter(
         request_id=blank(request_id),
         action=blank(action),
@@ -177,7 +232,12 @@ async def audit_logs(
         for row in rows
     ]
     next_before = logs[-1]["audit_id"] if len(logs) == resolved else None
-    return ok(ctx.request_id, {"logs": logs, "next_before_id": next_before})
+    next_cursor = None
+    if next_before is not None:
+        next_cursor = encode_cursor(Cursor("audit", "audit_id", digest, (next_before,)))
+    return ok(
+        ctx.request_id, {"logs": logs, "next_before_id": next_before, "next_cursor": next_cursor}
+    )
 
 
 def _rfc3339(epoch_ms: int) -> str:
