@@ -144,10 +144,13 @@ class Attempt:
             # asyncio.wait, not await: the handler being cancelled for a lost lease is an
             # expected ending here, while cancellation of this task itself must propagate.
             await asyncio.wait({handler})
+            # The outcome is decided: the lease is no longer renewed. Should the ack never
+            # land, the lease then expires and the server requeues the attempt, instead of a
+            # finished attempt being kept alive (and its job ``running``) indefinitely.
+            keeper.cancel()
             outcome = None if handler.cancelled() else handler.result()
             if outcome is not None and not self._lost:
                 await self._settle(outcome)
-            keeper.cancel()
 
     async def _call(self, fn: WorkflowFunction | None) -> Outcome | None:
         if fn is None:
@@ -231,9 +234,8 @@ class Attempt:
                 self._follow_trace(answer)
             except ApiError as error:
                 if error.status in FENCED_STATUSES:
-                    if not self._settling:  # the ack's own answer decides once it is under way
-                        self._lose("heartbeat", error)
-                        handler.cancel()
+                    self._lose("heartbeat", error)
+                    handler.cancel()
                     return
                 log.warning(
                     "heartbeat failed; will try again",

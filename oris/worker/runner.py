@@ -127,6 +127,11 @@ class Worker:
                     acks.release()
                 free = self.settings.worker_concurrency - len(self._attempts) + len(carried)
                 if free <= 0:
+                    # Still no slot for new work: attempts whose acks were answered a moment
+                    # ago, or that are retrying an ack, count until their tasks end. The acks
+                    # taken cannot ride on a poll now, and must not wait for one either (their
+                    # attempts hold the very slots being waited for): they go on their own.
+                    acks.send_now(carried)
                     continue
             try:
                 data = await self._long_poll(client, free, workflows, carried)

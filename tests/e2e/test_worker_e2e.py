@@ -439,3 +439,35 @@ def test_worker_process_refuses_an_app_that_names_no_registry() -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "has no attribute 'no_such_thing'" in result.stderr
+
+
+def test_a_saturated_worker_acks_every_job(
+    make_settings: Callable[..., ServerSettings], tmp_path: Path
+) -> None:
+    # Many short jobs for a worker of two slots: every slot is busy after nearly every poll,
+    # so acks ride on polls, and a poll's dispatches arrive while the attempts it acked are
+    # still ending. Each job must end completed (acks were dropped there, and their jobs
+    # stayed running with heartbeated leases).
+    # Short leases: heartbeats are frequent, so attempts often end with one in flight (it is
+    # cut off as the outcome is decided). A dropped ack's lease stayed heartbeated, so no
+    # expiry rescued its job.
+    settings = make_settings(lease_ttl_seconds=2)
+    jobs = 150
+    with running_server(settings, tmp_path) as url:
+        cluster = Cluster(settings, tmp_path, url)
+        try:
+            for n in range(jobs):
+                cluster.run(f"burst-{n}", "steps", {"steps": 1, "sleep_ms": 5})
+            worker = cluster.start_worker("w-burst", ORIS_WORKER_CONCURRENCY="2")
+
+            def settled() -> bool:
+                return bool(cluster.call("GET", "/v1/jobs?status=completed")["total"] == jobs)
+
+            wait_until(settled, timeout=120, message=f"all {jobs} jobs to complete")
+            for status in ("queued", "running", "retry_backoff", "failed"):
+                assert cluster.call("GET", f"/v1/jobs?status={status}")["total"] == 0, status
+            acked = logged(worker, "attempt acked")
+            assert {line["thread_id"] for line in acked} == {f"burst-{n}" for n in range(jobs)}
+            assert all(line["terminal_status"] == "completed" for line in acked)
+        finally:
+            cluster.close()
