@@ -62,6 +62,7 @@ class ServerSettings(BaseSettings):
     replay_claim_ttl_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     metrics_rate_window_seconds: Annotated[float, Field(gt=0, le=86_400)] = 300.0
     metrics_count_interval_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    unacked_finished_bound_seconds: Annotated[float, Field(ge=0, le=86_400)] = 60.0
 
     rate_limit_per_second: Annotated[float, Field(ge=0, le=1_000_000)] = 0.0
     rate_limit_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 50

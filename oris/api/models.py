@@ -100,6 +100,8 @@ class HeartbeatBody(Body):
 
     lease_id: str
     lease_ttl_seconds: int | None = None
+    # An extension: the attempt's outcome is decided and only its ack remains.
+    settling: bool | None = None
 
 
 class CheckpointBody(Body):

@@ -493,9 +493,17 @@ async def _advance_trace(
 
 
 async def heartbeat(
-    rt: Runtime, worker_id: str, lease_id: str | None, lease_ttl_seconds: int | None
+    rt: Runtime,
+    worker_id: str,
+    lease_id: str | None,
+    lease_ttl_seconds: int | None,
+    *,
+    settling: bool = False,
 ) -> dict[str, Any]:
-    """Extend a live lease to now + TTL; expired, foreign or revoked leases answer 409 (G5)."""
+    """Extend a live lease to now + TTL; expired, foreign or revoked leases answer 409 (G5).
+
+    ``settling``: the holder says the attempt's outcome is decided and only the ack remains;
+    the lease is marked from then on (see ``oris_runtime_unacked_finished_attempts``)."""
     require_id("worker_id", worker_id)
     if lease_id is None or not lease_id.strip():
         raise InvalidArgument("lease_id must not be empty")
@@ -524,7 +532,9 @@ async def heartbeat(
             rt.metrics.lease_conflict()
             raise Conflict("lease expired", {"lease_id": lease_id})
         expires = now + int(ttl * 1000)
-        if not await lease_store.extend(conn, lease, now_ms=now, expires_at_ms=expires):
+        if not await lease_store.extend(
+            conn, lease, now_ms=now, expires_at_ms=expires, settling=settling
+        ):
             rt.metrics.lease_conflict()
             raise Conflict(
                 f"lease heartbeat version conflict for lease: {lease_id}", {"lease_id": lease_id}

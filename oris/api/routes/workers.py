@@ -71,7 +71,9 @@ async def heartbeat(
     authorize_worker_id(ctx.actor, worker_id)
     return ok(
         ctx.request_id,
-        await scheduler.heartbeat(rt, worker_id, body.lease_id, body.lease_ttl_seconds),
+        await scheduler.heartbeat(
+            rt, worker_id, body.lease_id, body.lease_ttl_seconds, settling=bool(body.settling)
+        ),
     )
 
 
