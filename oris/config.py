@@ -158,6 +158,7 @@ class WorkerSettings(ClientSettings):
     worker_shutdown_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     worker_poll_max_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
     worker_poll_wait_ms: Annotated[int, Field(ge=0, le=30_000)] = 5_000
+    worker_auth_backoff_max_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     log_format: LogFormat = LogFormat.JSON
     log_level: str = "INFO"
 

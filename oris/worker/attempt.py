@@ -27,6 +27,7 @@ from oris.worker.registry import Registry, WorkflowFunction
 log = logging.getLogger("oris.worker")
 
 FENCED_STATUSES = frozenset({404, 409})
+AUTH_STATUSES = frozenset({401, 403})
 RETRY_INITIAL_SECONDS = 0.1
 DEDUPE_TOKEN_MAX_LENGTH = 256
 ERROR_MESSAGE_MAX_LENGTH = 4000
@@ -255,7 +256,9 @@ class Attempt:
         except LeaseLost:
             return
         except ApiError as error:
-            if fields["terminal_status"] == "failed":
+            if fields["terminal_status"] == "failed" or error.status in AUTH_STATUSES:
+                # A refused credential is not the outcome's fault: acking it as failed instead
+                # would be refused the same way. The lease expires and the attempt is requeued.
                 log.error(
                     "ack refused by the server",
                     extra={**self._fields, "status": error.status, "error": error.message},

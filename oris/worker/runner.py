@@ -17,7 +17,7 @@ import httpx
 from oris.client.http import ApiError, OrisClient, ServerUnreachable
 from oris.config import WorkerSettings
 from oris.worker.acks import AckBatcher, PendingAck
-from oris.worker.attempt import Attempt
+from oris.worker.attempt import AUTH_STATUSES, Attempt
 from oris.worker.backoff import Backoff
 from oris.worker.dispatch import Dispatch
 from oris.worker.registry import Registry
@@ -26,6 +26,7 @@ log = logging.getLogger("oris.worker")
 
 POLL_MIN_INTERVAL_SECONDS = 0.05
 POLL_ERROR_INITIAL_SECONDS = 0.2
+AUTH_BACKOFF_INITIAL_SECONDS = 1.0
 EXIT_SECOND_SIGNAL = 130
 _UNSAFE_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9\-_.:]")
 
@@ -107,6 +108,7 @@ class Worker:
         max_interval = self.settings.worker_poll_max_interval_seconds
         idle = Backoff(POLL_MIN_INTERVAL_SECONDS, max_interval)
         errors = Backoff(POLL_ERROR_INITIAL_SECONDS, max_interval)
+        refused = _AuthBackoff(self.worker_id, self.settings.worker_auth_backoff_max_seconds)
         workflows = self.registry.names()
         while not self._stopping.is_set():
             carried: list[PendingAck] = []
@@ -138,6 +140,11 @@ class Worker:
             except _Stopped:
                 return
             except ApiError as error:
+                if error.status in AUTH_STATUSES:
+                    # Credentials do not get better by asking again soon: back off further
+                    # each time, up to the cap, and say so once per step, not per poll.
+                    await self._pause(refused.next_delay(error))
+                    continue
                 log.log(
                     logging.WARNING if error.retryable else logging.ERROR,
                     "poll failed; will try again",
@@ -168,6 +175,7 @@ class Worker:
             if carried:
                 acks.carried(carried, data)
             errors.reset()
+            refused.reset()
             dispatches = data.get("dispatches") or []
             if data.get("decision") == "dispatched" and dispatches:
                 idle.reset()
@@ -301,6 +309,41 @@ class Worker:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _AuthBackoff:
+    """Polls refused with 401/403: delays doubling from 1 s to ``max_seconds``, logged once
+    per step (each new ceiling), and once more when the credentials are accepted again."""
+
+    def __init__(self, worker_id: str, max_seconds: float) -> None:
+        self._worker_id = worker_id
+        self._backoff = Backoff(AUTH_BACKOFF_INITIAL_SECONDS, max_seconds)
+        self._logged: float | None = None
+
+    def next_delay(self, error: ApiError) -> float:
+        ceiling = self._backoff.ceiling
+        if ceiling != self._logged:
+            self._logged = ceiling
+            capped = ceiling >= self._backoff.max_seconds
+            log.error(
+                "poll refused: credentials not accepted; backing off"
+                + (" (at the cap: further refusals are not logged)" if capped else ""),
+                extra={
+                    "worker_id": self._worker_id,
+                    "status": error.status,
+                    "code": error.code,
+                    "error": error.message,
+                    "backoff_seconds": ceiling,
+                },
+            )
+        return self._backoff.next_delay()
+
+    def reset(self) -> None:
+        if self._logged is None:
+            return
+        self._logged = None
+        self._backoff.reset()
+        log.info("poll accepted again: credentials work", extra={"worker_id": self._worker_id})
 
 
 async def run_until_signalled(worker: Worker) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -469,5 +470,46 @@ def test_a_saturated_worker_acks_every_job(
             acked = logged(worker, "attempt acked")
             assert {line["thread_id"] for line in acked} == {f"burst-{n}" for n in range(jobs)}
             assert all(line["terminal_status"] == "completed" for line in acked)
+        finally:
+            cluster.close()
+
+
+def test_a_worker_refused_credentials_backs_off_and_logs_each_step_once(
+    make_settings: Callable[..., ServerSettings], tmp_path: Path
+) -> None:
+    # The first managed key switches authentication on under a worker that sends none.
+    settings = make_settings()
+    with running_server(settings, tmp_path) as url:
+        cluster = Cluster(settings, tmp_path, url)
+        try:
+            worker = cluster.start_worker("w-locked", ORIS_WORKER_AUTH_BACKOFF_MAX_SECONDS="2")
+            wait_logged(worker, "worker started")
+            created = cluster.call("POST", "/v1/keys", {"role": "admin", "key_id": "ops"})
+            admin = {"x-api-key-id": "ops", "x-api-key": created["secret"]}
+
+            refused_polls = re.compile(
+                r'^oris_runtime_http_requests_total\{method="POST",route="/v1/workers/poll",'
+                r'status_class="4xx"\} (\d+)',
+                re.MULTILINE,
+            )
+
+            def refusals() -> int:
+                response = cluster.http.get("/metrics", headers=admin)
+                assert response.status_code == 200, response.text
+                found = refused_polls.search(response.text)
+                return int(found.group(1)) if found else 0
+
+            # Refused after a pause of up to 1 s, then 2 s (the cap), then 2 s again: the
+            # third refusal and those after it are not logged.
+            wait_until(lambda: refusals() >= 4, timeout=60, message="four refused polls")
+            lines = [
+                line
+                for line in log_lines(worker)
+                if str(line.get("msg")).startswith("poll refused")
+            ]
+            assert [line["backoff_seconds"] for line in lines] == [1.0, 2.0], lines
+            assert all(line["level"] == "error" and line["status"] == 401 for line in lines)
+            assert "further refusals are not logged" in lines[-1]["msg"]
+            assert not logged(worker, "poll failed; will try again")
         finally:
             cluster.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from oris.config import WorkerSettings
-from oris.worker import Context, PermanentError, Registry, RetryableError, Worker
+from oris.worker import Context, PermanentError, Registry, RetryableError, Worker, runner
 from oris.worker.builtins import builtin_registry
 
 UNREACHABLE = 0  # a pseudo status: the fake server refuses the connection
@@ -486,3 +487,26 @@ async def test_a_finished_attempt_stops_heartbeating_while_its_ack_is_under_way(
         release.set()
         worker.shutdown()
         await asyncio.wait_for(task, 10)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_refused_credentials_back_off_exponentially_and_log_once_per_step(
+    status: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(runner, "AUTH_BACKOFF_INITIAL_SECONDS", 0.005)
+    server = FakeServer(dispatch("echo", 1))
+    server.fail("poll", *[status] * 9)
+    worker = make_worker(server, worker_auth_backoff_max_seconds=0.04)
+    with caplog.at_level(logging.INFO, logger="oris.worker"):
+        await run_until(worker, lambda: server.sent("ack"))
+    assert len(server.sent("poll")) >= 10  # nine refusals, then the poll that dispatched
+    refused = [r for r in caplog.records if r.getMessage().startswith("poll refused")]
+    # 0.005, 0.01, 0.02, then 0.04 (the cap) for the six refusals after: four lines, not nine.
+    assert [r.__dict__["backoff_seconds"] for r in refused] == [0.005, 0.01, 0.02, 0.04]
+    assert all(r.levelno == logging.ERROR for r in refused)
+    assert "further refusals are not logged" in refused[-1].getMessage()
+    assert [r.__dict__["status"] for r in refused] == [status] * 4
+    assert not [r for r in caplog.records if r.getMessage() == "poll failed; will try again"]
+    assert [r.getMessage() for r in caplog.records].count(
+        "poll accepted again: credentials work"
+    ) == 1
