@@ -61,6 +61,8 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._attempts: dict[asyncio.Task[None], Attempt] = {}
         self._acks: AckBatcher | None = None
+        # Sent with every poll, so the server applies them to what it leases to this worker.
+        self._workflow_defaults = registry.wire_defaults() or None
 
     @property
     def active_attempts(self) -> int:
@@ -208,7 +210,14 @@ class Worker:
         wait_ms = None if carried else self.settings.worker_poll_wait_ms or None
         acks = [pending.wire() for pending in carried] or None
         poll = asyncio.ensure_future(
-            client.poll(self.worker_id, limit=free, workflows=workflows, wait_ms=wait_ms, acks=acks)
+            client.poll(
+                self.worker_id,
+                limit=free,
+                workflows=workflows,
+                wait_ms=wait_ms,
+                acks=acks,
+                workflow_defaults=self._workflow_defaults,
+            )
         )
         stopping = asyncio.ensure_future(self._stopping.wait())
         answered = False

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from oris.config import ServerSettings
-from oris.worker import Context, Registry
+from oris.worker import Context, Registry, RetryableError
 from tests.support import ROOT, Process, oris_command, running_server, server_env, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +37,8 @@ APP = "tests.e2e.test_worker_e2e:ledger_app"
 
 
 def ledger_app() -> Registry:
-    """Workflows for the tests: ``ledger_steps`` and ``stall`` (used through ``--app``)."""
+    """Workflows for the tests: ``ledger_steps``, ``declared_retries`` (a workflow that declares
+    its default retry policy) and ``stall`` (used through ``--app``)."""
     registry = Registry()
 
     @registry.workflow("ledger_steps")
@@ -60,6 +61,14 @@ def ledger_app() -> Registry:
         for index in range(1, input["steps"] + 1):
             await ctx.step(f"step_{index}", work, index)
         return ctx.state
+
+    @registry.workflow(
+        "declared_retries", retry_policy={"strategy": "fixed", "backoff_ms": 50, "max_retries": 2}
+    )
+    async def declared_retries(ctx: Context, input: Any) -> Any:
+        if ctx.attempt_no <= input["fail_times"]:
+            raise RetryableError(f"failing execution {ctx.attempt_no} on purpose")
+        return {"attempt_no": ctx.attempt_no}
 
     @registry.workflow("stall")
     async def stall(ctx: Context, input: Any) -> Any:
@@ -513,3 +522,22 @@ def test_a_worker_refused_credentials_backs_off_and_logs_each_step_once(
             assert not logged(worker, "poll failed; will try again")
         finally:
             cluster.close()
+
+
+def test_a_workflow_declared_retry_policy_applies_unless_the_job_has_its_own(
+    cluster: Cluster,
+) -> None:
+    cluster.start_worker("w-declared", "--app", APP)
+    # No policy on the job: the workflow's (two retries) applies.
+    started = cluster.run("declared-1", "declared_retries", {"fail_times": 2})
+    assert cluster.wait_status("declared-1", "completed")["output"] == {"attempt_no": 3}
+    retries = cluster.call("GET", f"/v1/attempts/{started['attempt_id']}/retries")
+    assert [item["attempt_no"] for item in retries["history"]] == [2, 3]
+    # The job's own policy wins, both ways: none left, and more than the workflow allows.
+    none_left = {"strategy": "fixed", "backoff_ms": 50, "max_retries": 0}
+    cluster.run("declared-2", "declared_retries", {"fail_times": 1}, retry_policy=none_left)
+    failed = cluster.wait_status("declared-2", "failed")
+    assert failed["error"]["type"] == "RetryableError"
+    more = {"strategy": "fixed", "backoff_ms": 50, "max_retries": 4}
+    cluster.run("declared-3", "declared_retries", {"fail_times": 3}, retry_policy=more)
+    assert cluster.wait_status("declared-3", "completed")["output"] == {"attempt_no": 4}

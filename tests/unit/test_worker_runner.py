@@ -510,3 +510,26 @@ async def test_refused_credentials_back_off_exponentially_and_log_once_per_step(
     assert [r.getMessage() for r in caplog.records].count(
         "poll accepted again: credentials work"
     ) == 1
+
+
+async def test_polls_carry_the_declared_workflow_defaults() -> None:
+    registry = Registry()
+    policy = {"strategy": "fixed", "backoff_ms": 10, "max_retries": 2}
+
+    @registry.workflow("echo", retry_policy=policy, timeout_ms=1000)
+    async def echo(ctx: Context, input: Any) -> Any:
+        return input
+
+    @registry.workflow("other")
+    async def other(ctx: Context, input: Any) -> Any:
+        return input
+
+    server = FakeServer(dispatch("echo", 1))
+    await run_until(make_worker(server, registry), lambda: server.sent("ack"))
+    assert all(
+        p["workflow_defaults"] == {"echo": {"retry_policy": policy, "timeout_ms": 1000}}
+        for p in server.sent("poll")
+    )
+    server = FakeServer(dispatch("echo", 1))
+    await run_until(make_worker(server), lambda: server.sent("ack"))
+    assert all("workflow_defaults" not in p for p in server.sent("poll"))

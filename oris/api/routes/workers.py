@@ -49,6 +49,9 @@ async def poll(
         tenant_max_active_leases=body.tenant_max_active_leases,
         workflows=body.workflows,
         wait_ms=body.wait_ms,
+        workflow_defaults=None
+        if body.workflow_defaults is None
+        else {name: item.model_dump() for name, item in body.workflow_defaults.items()},
     )
     if body.acks is None:
         return ok(ctx.request_id, await scheduler.poll(rt, command))
