@@ -62,6 +62,7 @@ class ServerSettings(BaseSettings):
     replay_claim_ttl_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     metrics_rate_window_seconds: Annotated[float, Field(gt=0, le=86_400)] = 300.0
     metrics_count_interval_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    unacked_finished_bound_seconds: Annotated[float, Field(ge=0, le=86_400)] = 60.0
 
     # Finished jobs are deleted this long after they finished; 0 keeps them forever.
     retention_completed_seconds: Annotated[float, Field(ge=0)] = 7 * 86_400.0
@@ -173,6 +174,7 @@ class WorkerSettings(ClientSettings):
     worker_shutdown_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 30.0
     worker_poll_max_interval_seconds: Annotated[float, Field(gt=0, le=60)] = 2.0
     worker_poll_wait_ms: Annotated[int, Field(ge=0, le=30_000)] = 5_000
+    worker_auth_backoff_max_seconds: Annotated[float, Field(gt=0, le=3600)] = 60.0
     log_format: LogFormat = LogFormat.JSON
     log_level: str = "INFO"
 

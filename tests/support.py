@@ -105,6 +105,7 @@ def server_env(settings: ServerSettings, **extra: str) -> dict[str, str]:
             "ORIS_LEASE_GRACE_SECONDS": str(settings.lease_grace_seconds),
             "ORIS_MAINTENANCE_INTERVAL_SECONDS": str(settings.maintenance_interval_seconds),
             "ORIS_METRICS_COUNT_INTERVAL_SECONDS": str(settings.metrics_count_interval_seconds),
+            "ORIS_UNACKED_FINISHED_BOUND_SECONDS": str(settings.unacked_finished_bound_seconds),
             "ORIS_LOG_FORMAT": "json",
         }
     )

@@ -100,6 +100,8 @@ class HeartbeatBody(Body):
 
     lease_id: str
     lease_ttl_seconds: int | None = None
+    # An extension: the attempt's outcome is decided and only its ack remains.
+    settling: bool | None = None
 
 
 class CheckpointBody(Body):
@@ -157,6 +159,13 @@ class AckBatchItem(AckBody):
     traceparent: str | None = None
 
 
+class WorkflowDefaultsBody(Body):
+    """What a worker's workflow declares for jobs without their own policy (an extension)."""
+
+    retry_policy: RetryPolicyBody | None = None
+    timeout_ms: int | None = None
+
+
 class PollBody(Body):
     """``WorkerPollRequest`` plus ``workflows``, ``wait_ms`` and the worker's finished ``acks``."""
 
@@ -167,6 +176,7 @@ class PollBody(Body):
     workflows: list[str] | None = None
     wait_ms: int | None = None
     acks: list[AckBatchItem] | None = None
+    workflow_defaults: dict[str, WorkflowDefaultsBody] | None = None
 
 
 class AckBatchBody(Body):

@@ -234,6 +234,9 @@ def summarise(evidence: Evidence, server_url: str, folder: Path) -> dict[str, An
     workers_doc = evidence.documents["workers.json"]
     workers = workers_doc.get("workers", []) if isinstance(workers_doc, dict) else []
     stale = second.get("oris_runtime_stale_leases", 0.0)
+    unacked = (
+        workers_doc.get("unacked_finished_attempts", []) if isinstance(workers_doc, dict) else []
+    )
     return {
         "collected_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "server_url": server_url,
@@ -247,6 +250,13 @@ def summarise(evidence: Evidence, server_url: str, folder: Path) -> dict[str, An
         "workers_seen": [w["worker_id"] for w in workers],
         "stale_leases": stale,
         "table_health": table_health(second),
+        "unacked_finished": {
+            "count": second.get("oris_runtime_unacked_finished_attempts", 0.0),
+            "bound_seconds": workers_doc.get("unacked_finished_bound_seconds")
+            if isinstance(workers_doc, dict)
+            else None,
+            "attempts": [item["attempt_id"] for item in unacked if isinstance(item, dict)],
+        },
         "open_incident": health.get("incident"),
         "playbook": playbook(health_ok, health, found, stale, len(workers)),
         "evidence": str(folder),
@@ -305,6 +315,7 @@ def render(summary: dict[str, Any]) -> str:
         f"backpressure during sample: worker_limit {by_reason['worker_limit']:.0f}, tenant_limit {by_reason['tenant_limit']:.0f}",
         f"workers seen (5 min): {len(summary['workers_seen'])} {' '.join(summary['workers_seen'][:8])}",
         f"leases stuck past expiry: {summary['stale_leases']:.0f}",
+        _unacked_line(summary["unacked_finished"]),
         f"open incident: {summary['open_incident']['incident_id'] if summary['open_incident'] else 'none'}",
         *render_table_health(summary["table_health"]),
         "",
@@ -312,6 +323,15 @@ def render(summary: dict[str, Any]) -> str:
         f"evidence: {summary['evidence']} (MANIFEST.sha256)",
     ]
     return "\n".join(lines)
+
+
+def _unacked_line(unacked: dict[str, Any]) -> str:
+    """Attempts whose worker declared the outcome decided but never acked (runbook: "Finished
+    attempts never acked")."""
+    bound = unacked.get("bound_seconds")
+    after = "" if bound is None else f" > {bound:g} s"
+    named = " ".join(unacked["attempts"][:8])
+    return f"finished, not acked{after}: {unacked['count']:.0f} {named}".rstrip()
 
 
 def triage(

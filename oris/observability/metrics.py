@@ -102,6 +102,7 @@ class DatabaseGauges:
     active_leases_by_worker: dict[str, int]
     active_leases_by_tenant: dict[str, int]
     stale_leases: int
+    unacked_finished_attempts: int = 0
     open_incidents: int = 0
     workers_seen: int = 0
     table_dead_tuples: dict[str, int] = field(default_factory=dict)
@@ -374,6 +375,13 @@ class RuntimeMetrics:
             "Active leases past their expiry that maintenance has not requeued yet.",
         )
         out.append(f"oris_runtime_stale_leases {gauges.stale_leases}")
+        out += family(
+            "oris_runtime_unacked_finished_attempts",
+            "gauge",
+            "Live leases whose holder declared the outcome decided (a heartbeat with settling) "
+            "longer ago than ORIS_UNACKED_FINISHED_BOUND_SECONDS, still not acked.",
+        )
+        out.append(f"oris_runtime_unacked_finished_attempts {gauges.unacked_finished_attempts}")
         out += family(
             "oris_runtime_workers_seen",
             "gauge",

@@ -26,6 +26,7 @@ from oris.store import schema
 from oris.store import workers as worker_store
 
 WORKERS_SEEN_WINDOW_MS = 60_000
+UNACKED_LISTED = 100
 
 log = logging.getLogger("oris.metrics")
 _T = TypeVar("_T")
@@ -211,6 +212,9 @@ async def database_gauges(rt: Runtime, counts: GrowingCounts | None = None) -> D
             by_worker = await health_store.active_leases_by(conn, "worker_id", now)
             by_tenant = await health_store.active_leases_by(conn, "tenant_id", now)
             stale = await health_store.stale_leases(conn, now)
+            unacked, _ = await health_store.unacked_settled(
+                conn, now_ms=now, marked_before_ms=_settled_before(rt, now), limit=0
+            )
             dead_tuples, oldest = await health_store.postgres_table_health(conn)
             open_incidents = 0 if await incident_store.current(conn) is None else 1
             workers_seen = await worker_store.count_since(conn, now - WORKERS_SEEN_WINDOW_MS)
@@ -234,6 +238,7 @@ async def database_gauges(rt: Runtime, counts: GrowingCounts | None = None) -> D
         active_leases_by_worker=by_worker,
         active_leases_by_tenant=by_tenant,
         stale_leases=stale,
+        unacked_finished_attempts=unacked,
         open_incidents=open_incidents,
         workers_seen=workers_seen,
         table_dead_tuples=dead_tuples,
@@ -245,13 +250,35 @@ async def database_gauges(rt: Runtime, counts: GrowingCounts | None = None) -> D
     )
 
 
+def _settled_before(rt: Runtime, now: int) -> int:
+    """Leases marked settling at or before this moment have waited too long for their ack."""
+    return now - int(rt.settings.unacked_finished_bound_seconds * 1000)
+
+
 async def recent_workers(rt: Runtime, window_seconds: float) -> dict[str, Any]:
-    """Workers that polled within the window, with the leases they hold now."""
+    """Workers that polled within the window, with the leases they hold now, and the attempts
+    whose outcome their worker declared decided too long ago without acking them."""
     now = now_ms()
     async with rt.db.read() as conn:
         rows = await worker_store.seen_since(conn, now - int(window_seconds * 1000), 500)
         held = await health_store.active_leases_by(conn, "worker_id", now)
+        unacked, oldest = await health_store.unacked_settled(
+            conn, now_ms=now, marked_before_ms=_settled_before(rt, now), limit=UNACKED_LISTED
+        )
     return {
+        "unacked_finished_bound_seconds": rt.settings.unacked_finished_bound_seconds,
+        "unacked_finished_count": unacked,
+        "unacked_finished_attempts": [
+            {
+                "attempt_id": row["attempt_id"],
+                "lease_id": row["lease_id"],
+                "worker_id": row["worker_id"],
+                "settling_since": to_rfc3339(row["settling_since_ms"]),
+                "last_heartbeat_at": to_rfc3339(row["heartbeat_at_ms"]),
+                "lease_version": row["version"],
+            }
+            for row in oldest
+        ],
         "window_seconds": window_seconds,
         "workers": [
             {

@@ -22,7 +22,7 @@ from oris.domain.states import (
     LeaseState,
     job_status_for,
 )
-from oris.domain.validation import check_lease_ttl, require_id
+from oris.domain.validation import TimeoutPolicy, TimeoutStatus, check_lease_ttl, require_id
 from oris.services import events
 from oris.services.jobs import parse_retry_policy
 from oris.services.runtime import Runtime
@@ -57,6 +57,39 @@ class PollCommand:
     tenant_max_active_leases: int | None = None
     workflows: list[str] | None = None
     wait_ms: int | None = None
+    # name -> {"retry_policy"?: {...}, "timeout_ms"?: int}: what the worker's workflows declare.
+    workflow_defaults: dict[str, dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowDefaults:
+    """A workflow's declared defaults, validated; used only where the job has none."""
+
+    retry: RetryPolicy | None
+    timeout_ms: int | None
+
+
+MAX_WORKFLOW_DEFAULTS = 1000
+
+
+def _parse_workflow_defaults(
+    raw: dict[str, dict[str, Any]] | None,
+) -> dict[str, WorkflowDefaults]:
+    """``workflow_defaults`` of a poll, with the job fields' rules and messages."""
+    if not raw:
+        return {}
+    if len(raw) > MAX_WORKFLOW_DEFAULTS:
+        raise InvalidArgument(
+            f"workflow_defaults must name at most {MAX_WORKFLOW_DEFAULTS} workflows"
+        )
+    parsed = {}
+    for name, entry in raw.items():
+        require_id("workflow_defaults name", name)
+        timeout_ms = entry.get("timeout_ms")
+        if timeout_ms is not None:
+            timeout_ms = TimeoutPolicy.parse(int(timeout_ms), TimeoutStatus.FAILED.value).timeout_ms
+        parsed[name] = WorkflowDefaults(parse_retry_policy(entry.get("retry_policy")), timeout_ms)
+    return parsed
 
 
 _POLL_KEYS = (
@@ -100,6 +133,7 @@ class _PollPlan:
     tenant_cap: int
     workflows: list[str] | None
     wait_ms: int
+    defaults: dict[str, WorkflowDefaults]
 
 
 def _plan_poll(rt: Runtime, command: PollCommand) -> _PollPlan:
@@ -126,6 +160,7 @@ def _plan_poll(rt: Runtime, command: PollCommand) -> _PollPlan:
         ),
         workflows=workflows,
         wait_ms=command.wait_ms or 0,
+        defaults=_parse_workflow_defaults(command.workflow_defaults),
     )
 
 
@@ -219,7 +254,7 @@ async def _claim_for(
         return answer, []
     slots = min(batch, worker_cap - active)
     dispatched = await _claim(
-        conn, rt, worker_id, slots, tenant_cap, tenant_active, workflows, now, ttl_ms
+        conn, rt, worker_id, slots, tenant_cap, tenant_active, workflows, now, ttl_ms, plan.defaults
     )
     if not dispatched:
         throttled = [t for t, n in tenant_active.items() if n >= tenant_cap]
@@ -288,6 +323,7 @@ async def _claim(
     workflows: list[str] | None,
     now: int,
     ttl_ms: int,
+    defaults: dict[str, WorkflowDefaults] | None = None,
 ) -> list[dict[str, Any]]:
     """Claim attempts in dispatch order, honouring tenant caps as the batch fills up."""
     chosen: list[AttemptRecord] = []
@@ -318,7 +354,35 @@ async def _claim(
             break
     if not chosen:
         return []
-    return await _lease_attempts(conn, rt, chosen, tenant_counts, worker_id, now, ttl_ms)
+    leased = await _lease_attempts(conn, rt, chosen, tenant_counts, worker_id, now, ttl_ms)
+    if defaults:
+        await _apply_workflow_defaults(conn, chosen, defaults, now)
+    return leased
+
+
+async def _apply_workflow_defaults(
+    conn: AsyncConnection,
+    chosen: list[AttemptRecord],
+    defaults: dict[str, WorkflowDefaults],
+    now: int,
+) -> None:
+    """Give attempts whose job set no retry policy (or no timeout) what their workflow
+    declares, as the worker that will run them sent it. The job's own always wins: an attempt
+    carries its job's policy and timeout from creation, so only empty ones are filled; once
+    filled, they stay for the attempt's later executions."""
+    for attempt in chosen:
+        declared = defaults.get(attempt.workflow)
+        if declared is None:
+            continue
+        values: dict[str, Any] = {}
+        if declared.retry is not None and attempt.retry_policy is None:
+            values.update(_policy_columns(declared.retry))
+        if declared.timeout_ms is not None and attempt.execution_timeout_ms is None:
+            values["execution_timeout_ms"] = declared.timeout_ms
+            values["timeout_terminal_status"] = TimeoutStatus.FAILED.value
+        if values:
+            values["updated_at_ms"] = now
+            await job_store.update_attempt(conn, attempt.attempt_id, values)
 
 
 async def _lease_attempts(
@@ -493,9 +557,17 @@ async def _advance_trace(
 
 
 async def heartbeat(
-    rt: Runtime, worker_id: str, lease_id: str | None, lease_ttl_seconds: int | None
+    rt: Runtime,
+    worker_id: str,
+    lease_id: str | None,
+    lease_ttl_seconds: int | None,
+    *,
+    settling: bool = False,
 ) -> dict[str, Any]:
-    """Extend a live lease to now + TTL; expired, foreign or revoked leases answer 409 (G5)."""
+    """Extend a live lease to now + TTL; expired, foreign or revoked leases answer 409 (G5).
+
+    ``settling``: the holder says the attempt's outcome is decided and only the ack remains;
+    the lease is marked from then on (see ``oris_runtime_unacked_finished_attempts``)."""
     require_id("worker_id", worker_id)
     if lease_id is None or not lease_id.strip():
         raise InvalidArgument("lease_id must not be empty")
@@ -524,7 +596,9 @@ async def heartbeat(
             rt.metrics.lease_conflict()
             raise Conflict("lease expired", {"lease_id": lease_id})
         expires = now + int(ttl * 1000)
-        if not await lease_store.extend(conn, lease, now_ms=now, expires_at_ms=expires):
+        if not await lease_store.extend(
+            conn, lease, now_ms=now, expires_at_ms=expires, settling=settling
+        ):
             rt.metrics.lease_conflict()
             raise Conflict(
                 f"lease heartbeat version conflict for lease: {lease_id}", {"lease_id": lease_id}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -87,3 +89,33 @@ async def table_sizes(conn: AsyncConnection) -> tuple[dict[str, int], int]:
     )
     sizes = {str(name): int(size) for name, size in rows.all()}
     return sizes, sum(sizes.values())
+
+
+async def unacked_settled(
+    conn: AsyncConnection, *, now_ms: int, marked_before_ms: int, limit: int
+) -> tuple[int, list[dict[str, Any]]]:
+    """Live leases whose holder said the outcome was decided before ``marked_before_ms`` and
+    that no ack has released since: how many, and the oldest ``limit`` of them."""
+    where = (
+        ACTIVE_LEASE,
+        leases.c.lease_expires_at_ms >= now_ms,
+        leases.c.settling_since_ms.is_not(None),
+        leases.c.settling_since_ms <= marked_before_ms,
+    )
+    count = int((await conn.execute(select(func.count()).where(*where))).scalar_one())
+    if count == 0 or limit <= 0:
+        return count, []
+    rows = await conn.execute(
+        select(
+            leases.c.attempt_id,
+            leases.c.lease_id,
+            leases.c.worker_id,
+            leases.c.settling_since_ms,
+            leases.c.heartbeat_at_ms,
+            leases.c.version,
+        )
+        .where(*where)
+        .order_by(leases.c.settling_since_ms, leases.c.lease_id)
+        .limit(limit)
+    )
+    return count, [dict(row) for row in rows.mappings().all()]

@@ -50,9 +50,17 @@ async def insert_many(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> 
 
 
 async def extend(
-    conn: AsyncConnection, lease: LeaseRecord, *, now_ms: int, expires_at_ms: int
+    conn: AsyncConnection,
+    lease: LeaseRecord,
+    *,
+    now_ms: int,
+    expires_at_ms: int,
+    settling: bool = False,
 ) -> bool:
-    """Compare-and-set on the lease version: False when someone changed it first."""
+    """Compare-and-set on the lease version: False when someone changed it first.
+
+    ``settling`` marks the lease (once: the first such heartbeat's time is kept) as held for
+    an attempt whose outcome is decided, so an ack that never comes is noticed."""
     params = {
         "b_lease_id": lease.lease_id,
         "b_version": lease.version,
@@ -60,7 +68,8 @@ async def extend(
         "b_expires": expires_at_ms,
         "b_next_version": lease.version + 1,
     }
-    result = await conn.execute(_EXTEND, params)
+    statement = _EXTEND_SETTLING if settling else _EXTEND
+    result = await conn.execute(statement, params)
     return bool(result.rowcount)
 
 
@@ -76,6 +85,9 @@ _EXTEND = (
         lease_expires_at_ms=bindparam("b_expires"),
         version=bindparam("b_next_version"),
     )
+)
+_EXTEND_SETTLING = _EXTEND.values(
+    settling_since_ms=func.coalesce(leases.c.settling_since_ms, bindparam("b_now"))
 )
 
 

@@ -65,6 +65,7 @@ class AckBatcher:
         self._batch_route = True
         self._poll_route = True
         self._holder: Callable[[], None] | None = None
+        self._side_senders: set[asyncio.Task[None]] = set()
 
     async def ack(self, body: dict[str, Any], traceparent: str | None) -> dict[str, Any]:
         """Queue one ack (``attempt_id``, ``lease_id``, ``terminal_status``, …) and wait."""
@@ -112,6 +113,18 @@ class AckBatcher:
             self._poll_route = False
         self.send_again(batch)
 
+    def send_now(self, batch: list[PendingAck]) -> None:
+        """Send acks taken for a poll that will not be made, on their own and at once.
+
+        They do not go back to the queue: a poll loop still holding acks would only take them
+        again. Each gets its answer or error as if it had travelled in a poll.
+        """
+        if not batch:
+            return
+        task = asyncio.create_task(self._send_all(list(batch)), name="oris-acks-now")
+        self._side_senders.add(task)
+        task.add_done_callback(self._side_senders.discard)
+
     def send_again(self, batch: list[PendingAck]) -> None:
         """Send acks whose poll failed on their own (a repeat is answered as the first)."""
         if batch:
@@ -134,13 +147,17 @@ class AckBatcher:
         while self._queue:
             batch = self._queue[:MAX_ACK_BATCH]
             del self._queue[:MAX_ACK_BATCH]
-            try:
-                await self._send(batch)
-            except BaseException as error:
-                for pending in batch:
-                    pending.fail(error)
-                if isinstance(error, asyncio.CancelledError):
-                    raise
+            await self._send_all(batch)
+
+    async def _send_all(self, batch: list[PendingAck]) -> None:
+        """Send one batch; every ack in it ends with an answer or an error, never neither."""
+        try:
+            await self._send(batch)
+        except BaseException as error:
+            for pending in batch:
+                pending.fail(error)
+            if isinstance(error, asyncio.CancelledError):
+                raise
 
     async def _send(self, batch: list[PendingAck]) -> None:
         if len(batch) > 1 and self._batch_route:

@@ -27,6 +27,7 @@ from oris.worker.registry import Registry, WorkflowFunction
 log = logging.getLogger("oris.worker")
 
 FENCED_STATUSES = frozenset({404, 409})
+AUTH_STATUSES = frozenset({401, 403})
 RETRY_INITIAL_SECONDS = 0.1
 DEDUPE_TOKEN_MAX_LENGTH = 256
 ERROR_MESSAGE_MAX_LENGTH = 4000
@@ -144,10 +145,13 @@ class Attempt:
             # asyncio.wait, not await: the handler being cancelled for a lost lease is an
             # expected ending here, while cancellation of this task itself must propagate.
             await asyncio.wait({handler})
+            # The outcome is decided: the lease is no longer renewed. Should the ack never
+            # land, the lease then expires and the server requeues the attempt, instead of a
+            # finished attempt being kept alive (and its job ``running``) indefinitely.
+            keeper.cancel()
             outcome = None if handler.cancelled() else handler.result()
             if outcome is not None and not self._lost:
                 await self._settle(outcome)
-            keeper.cancel()
 
     async def _call(self, fn: WorkflowFunction | None) -> Outcome | None:
         if fn is None:
@@ -231,9 +235,8 @@ class Attempt:
                 self._follow_trace(answer)
             except ApiError as error:
                 if error.status in FENCED_STATUSES:
-                    if not self._settling:  # the ack's own answer decides once it is under way
-                        self._lose("heartbeat", error)
-                        handler.cancel()
+                    self._lose("heartbeat", error)
+                    handler.cancel()
                     return
                 log.warning(
                     "heartbeat failed; will try again",
@@ -253,7 +256,9 @@ class Attempt:
         except LeaseLost:
             return
         except ApiError as error:
-            if fields["terminal_status"] == "failed":
+            if fields["terminal_status"] == "failed" or error.status in AUTH_STATUSES:
+                # A refused credential is not the outcome's fault: acking it as failed instead
+                # would be refused the same way. The lease expires and the attempt is requeued.
                 log.error(
                     "ack refused by the server",
                     extra={**self._fields, "status": error.status, "error": error.message},

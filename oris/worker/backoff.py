@@ -25,6 +25,11 @@ class Backoff:
         self._jitter = jitter
         self._ceiling = self.initial_seconds
 
+    @property
+    def ceiling(self) -> float:
+        """The upper bound of the next delay."""
+        return self._ceiling
+
     def next_delay(self) -> float:
         """The next delay: in [ceiling/2, ceiling], then the ceiling grows towards the maximum."""
         ceiling = self._ceiling

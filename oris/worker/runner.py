@@ -17,7 +17,7 @@ import httpx
 from oris.client.http import ApiError, OrisClient, ServerUnreachable
 from oris.config import WorkerSettings
 from oris.worker.acks import AckBatcher, PendingAck
-from oris.worker.attempt import Attempt
+from oris.worker.attempt import AUTH_STATUSES, Attempt
 from oris.worker.backoff import Backoff
 from oris.worker.dispatch import Dispatch
 from oris.worker.registry import Registry
@@ -26,6 +26,7 @@ log = logging.getLogger("oris.worker")
 
 POLL_MIN_INTERVAL_SECONDS = 0.05
 POLL_ERROR_INITIAL_SECONDS = 0.2
+AUTH_BACKOFF_INITIAL_SECONDS = 1.0
 EXIT_SECOND_SIGNAL = 130
 _UNSAFE_ID_CHARACTERS = re.compile(r"[^A-Za-z0-9\-_.:]")
 
@@ -60,6 +61,8 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._attempts: dict[asyncio.Task[None], Attempt] = {}
         self._acks: AckBatcher | None = None
+        # Sent with every poll, so the server applies them to what it leases to this worker.
+        self._workflow_defaults = registry.wire_defaults() or None
 
     @property
     def active_attempts(self) -> int:
@@ -107,6 +110,7 @@ class Worker:
         max_interval = self.settings.worker_poll_max_interval_seconds
         idle = Backoff(POLL_MIN_INTERVAL_SECONDS, max_interval)
         errors = Backoff(POLL_ERROR_INITIAL_SECONDS, max_interval)
+        refused = _AuthBackoff(self.worker_id, self.settings.worker_auth_backoff_max_seconds)
         workflows = self.registry.names()
         while not self._stopping.is_set():
             carried: list[PendingAck] = []
@@ -127,12 +131,22 @@ class Worker:
                     acks.release()
                 free = self.settings.worker_concurrency - len(self._attempts) + len(carried)
                 if free <= 0:
+                    # Still no slot for new work: attempts whose acks were answered a moment
+                    # ago, or that are retrying an ack, count until their tasks end. The acks
+                    # taken cannot ride on a poll now, and must not wait for one either (their
+                    # attempts hold the very slots being waited for): they go on their own.
+                    acks.send_now(carried)
                     continue
             try:
                 data = await self._long_poll(client, free, workflows, carried)
             except _Stopped:
                 return
             except ApiError as error:
+                if error.status in AUTH_STATUSES:
+                    # Credentials do not get better by asking again soon: back off further
+                    # each time, up to the cap, and say so once per step, not per poll.
+                    await self._pause(refused.next_delay(error))
+                    continue
                 log.log(
                     logging.WARNING if error.retryable else logging.ERROR,
                     "poll failed; will try again",
@@ -163,6 +177,7 @@ class Worker:
             if carried:
                 acks.carried(carried, data)
             errors.reset()
+            refused.reset()
             dispatches = data.get("dispatches") or []
             if data.get("decision") == "dispatched" and dispatches:
                 idle.reset()
@@ -195,7 +210,14 @@ class Worker:
         wait_ms = None if carried else self.settings.worker_poll_wait_ms or None
         acks = [pending.wire() for pending in carried] or None
         poll = asyncio.ensure_future(
-            client.poll(self.worker_id, limit=free, workflows=workflows, wait_ms=wait_ms, acks=acks)
+            client.poll(
+                self.worker_id,
+                limit=free,
+                workflows=workflows,
+                wait_ms=wait_ms,
+                acks=acks,
+                workflow_defaults=self._workflow_defaults,
+            )
         )
         stopping = asyncio.ensure_future(self._stopping.wait())
         answered = False
@@ -296,6 +318,41 @@ class Worker:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _AuthBackoff:
+    """Polls refused with 401/403: delays doubling from 1 s to ``max_seconds``, logged once
+    per step (each new ceiling), and once more when the credentials are accepted again."""
+
+    def __init__(self, worker_id: str, max_seconds: float) -> None:
+        self._worker_id = worker_id
+        self._backoff = Backoff(AUTH_BACKOFF_INITIAL_SECONDS, max_seconds)
+        self._logged: float | None = None
+
+    def next_delay(self, error: ApiError) -> float:
+        ceiling = self._backoff.ceiling
+        if ceiling != self._logged:
+            self._logged = ceiling
+            capped = ceiling >= self._backoff.max_seconds
+            log.error(
+                "poll refused: credentials not accepted; backing off"
+                + (" (at the cap: further refusals are not logged)" if capped else ""),
+                extra={
+                    "worker_id": self._worker_id,
+                    "status": error.status,
+                    "code": error.code,
+                    "error": error.message,
+                    "backoff_seconds": ceiling,
+                },
+            )
+        return self._backoff.next_delay()
+
+    def reset(self) -> None:
+        if self._logged is None:
+            return
+        self._logged = None
+        self._backoff.reset()
+        log.info("poll accepted again: credentials work", extra={"worker_id": self._worker_id})
 
 
 async def run_until_signalled(worker: Worker) -> int:

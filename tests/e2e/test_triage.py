@@ -103,3 +103,36 @@ def test_triage_against_nothing_exits_3(settings: ServerSettings, tmp_path: Path
     )
     assert result.returncode == 3
     assert "unreachable" in result.stderr
+
+
+def test_triage_names_attempts_finished_but_never_acked(
+    make_settings: object, tmp_path: Path
+) -> None:
+    settings: ServerSettings = make_settings(unacked_finished_bound_seconds=0)  # type: ignore[operator]
+    with running_server(settings, tmp_path) as url, httpx.Client(base_url=url, timeout=5) as api:
+        api.post("/v1/jobs/run", json={"thread_id": "never-acked"})
+        leased = api.post("/v1/workers/poll", json={"worker_id": "keeper"}).json()["data"]
+        beat = {"lease_id": leased["lease_id"], "settling": True}
+        assert api.post("/v1/workers/keeper/heartbeat", json=beat).status_code == 200
+        command = [*oris_command(), "triage", "--output-dir", str(tmp_path / "evidence")]
+        env = server_env(settings, ORIS_SERVER_URL=url)
+        shown = subprocess.run(
+            [*command, "--sample-seconds", "0"], env=env, capture_output=True, text=True, timeout=60
+        )
+        as_json = subprocess.run(
+            [*command, "--sample-seconds", "0", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert shown.returncode == 0, shown.stderr
+    assert f"finished, not acked > 0 s: 1 {leased['attempt_id']}" in shown.stdout
+    summary = json.loads(as_json.stdout)
+    assert summary["unacked_finished"] == {
+        "count": 1,
+        "bound_seconds": 0,
+        "attempts": [leased["attempt_id"]],
+    }
+    workers = json.loads((Path(summary["evidence"]) / "workers.json").read_text())
+    assert workers["unacked_finished_attempts"][0]["worker_id"] == "keeper"

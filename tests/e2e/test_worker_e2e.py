@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -22,7 +23,7 @@ import httpx
 import pytest
 
 from oris.config import ServerSettings
-from oris.worker import Context, Registry
+from oris.worker import Context, Registry, RetryableError
 from tests.support import ROOT, Process, oris_command, running_server, server_env, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -36,7 +37,8 @@ APP = "tests.e2e.test_worker_e2e:ledger_app"
 
 
 def ledger_app() -> Registry:
-    """Workflows for the tests: ``ledger_steps`` and ``stall`` (used through ``--app``)."""
+    """Workflows for the tests: ``ledger_steps``, ``declared_retries`` (a workflow that declares
+    its default retry policy) and ``stall`` (used through ``--app``)."""
     registry = Registry()
 
     @registry.workflow("ledger_steps")
@@ -59,6 +61,14 @@ def ledger_app() -> Registry:
         for index in range(1, input["steps"] + 1):
             await ctx.step(f"step_{index}", work, index)
         return ctx.state
+
+    @registry.workflow(
+        "declared_retries", retry_policy={"strategy": "fixed", "backoff_ms": 50, "max_retries": 2}
+    )
+    async def declared_retries(ctx: Context, input: Any) -> Any:
+        if ctx.attempt_no <= input["fail_times"]:
+            raise RetryableError(f"failing execution {ctx.attempt_no} on purpose")
+        return {"attempt_no": ctx.attempt_no}
 
     @registry.workflow("stall")
     async def stall(ctx: Context, input: Any) -> Any:
@@ -457,3 +467,95 @@ def test_worker_process_refuses_an_app_that_names_no_registry() -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "has no attribute 'no_such_thing'" in result.stderr
+
+
+def test_a_saturated_worker_acks_every_job(
+    make_settings: Callable[..., ServerSettings], tmp_path: Path
+) -> None:
+    # Many short jobs for a worker of two slots: every slot is busy after nearly every poll,
+    # so acks ride on polls, and a poll's dispatches arrive while the attempts it acked are
+    # still ending. Each job must end completed (acks were dropped there, and their jobs
+    # stayed running with heartbeated leases).
+    # Short leases: heartbeats are frequent, so attempts often end with one in flight (it is
+    # cut off as the outcome is decided). A dropped ack's lease stayed heartbeated, so no
+    # expiry rescued its job.
+    settings = make_settings(lease_ttl_seconds=2)
+    jobs = 150
+    with running_server(settings, tmp_path) as url:
+        cluster = Cluster(settings, tmp_path, url)
+        try:
+            for n in range(jobs):
+                cluster.run(f"burst-{n}", "steps", {"steps": 1, "sleep_ms": 5})
+            worker = cluster.start_worker("w-burst", ORIS_WORKER_CONCURRENCY="2")
+
+            def settled() -> bool:
+                return bool(cluster.call("GET", "/v1/jobs?status=completed")["total"] == jobs)
+
+            wait_until(settled, timeout=120, message=f"all {jobs} jobs to complete")
+            for status in ("queued", "running", "retry_backoff", "failed"):
+                assert cluster.call("GET", f"/v1/jobs?status={status}")["total"] == 0, status
+            acked = logged(worker, "attempt acked")
+            assert {line["thread_id"] for line in acked} == {f"burst-{n}" for n in range(jobs)}
+            assert all(line["terminal_status"] == "completed" for line in acked)
+        finally:
+            cluster.close()
+
+
+def test_a_worker_refused_credentials_backs_off_and_logs_each_step_once(
+    make_settings: Callable[..., ServerSettings], tmp_path: Path
+) -> None:
+    # The first managed key switches authentication on under a worker that sends none.
+    settings = make_settings()
+    with running_server(settings, tmp_path) as url:
+        cluster = Cluster(settings, tmp_path, url)
+        try:
+            worker = cluster.start_worker("w-locked", ORIS_WORKER_AUTH_BACKOFF_MAX_SECONDS="2")
+            wait_logged(worker, "worker started")
+            created = cluster.call("POST", "/v1/keys", {"role": "admin", "key_id": "ops"})
+            admin = {"x-api-key-id": "ops", "x-api-key": created["secret"]}
+
+            refused_polls = re.compile(
+                r'^oris_runtime_http_requests_total\{method="POST",route="/v1/workers/poll",'
+                r'status_class="4xx"\} (\d+)',
+                re.MULTILINE,
+            )
+
+            def refusals() -> int:
+                response = cluster.http.get("/metrics", headers=admin)
+                assert response.status_code == 200, response.text
+                found = refused_polls.search(response.text)
+                return int(found.group(1)) if found else 0
+
+            # Refused after a pause of up to 1 s, then 2 s (the cap), then 2 s again: the
+            # third refusal and those after it are not logged.
+            wait_until(lambda: refusals() >= 4, timeout=60, message="four refused polls")
+            lines = [
+                line
+                for line in log_lines(worker)
+                if str(line.get("msg")).startswith("poll refused")
+            ]
+            assert [line["backoff_seconds"] for line in lines] == [1.0, 2.0], lines
+            assert all(line["level"] == "error" and line["status"] == 401 for line in lines)
+            assert "further refusals are not logged" in lines[-1]["msg"]
+            assert not logged(worker, "poll failed; will try again")
+        finally:
+            cluster.close()
+
+
+def test_a_workflow_declared_retry_policy_applies_unless_the_job_has_its_own(
+    cluster: Cluster,
+) -> None:
+    cluster.start_worker("w-declared", "--app", APP)
+    # No policy on the job: the workflow's (two retries) applies.
+    started = cluster.run("declared-1", "declared_retries", {"fail_times": 2})
+    assert cluster.wait_status("declared-1", "completed")["output"] == {"attempt_no": 3}
+    retries = cluster.call("GET", f"/v1/attempts/{started['attempt_id']}/retries")
+    assert [item["attempt_no"] for item in retries["history"]] == [2, 3]
+    # The job's own policy wins, both ways: none left, and more than the workflow allows.
+    none_left = {"strategy": "fixed", "backoff_ms": 50, "max_retries": 0}
+    cluster.run("declared-2", "declared_retries", {"fail_times": 1}, retry_policy=none_left)
+    failed = cluster.wait_status("declared-2", "failed")
+    assert failed["error"]["type"] == "RetryableError"
+    more = {"strategy": "fixed", "backoff_ms": 50, "max_retries": 4}
+    cluster.run("declared-3", "declared_retries", {"fail_times": 3}, retry_policy=more)
+    assert cluster.wait_status("declared-3", "completed")["output"] == {"attempt_no": 4}

@@ -17,7 +17,7 @@ from oris.api.app import create_app
 from oris.config import ServerSettings
 from oris.drills.proxy import TcpProxy
 from oris.services import maintenance
-from tests.api.helpers import ack, fails, poll, run
+from tests.api.helpers import ack, fails, ok, poll, run
 from tests.api.test_scheduler import force_expire, runtime_of
 from tests.bench.test_explain_hot_paths import captured
 from tests.support import drop_schema, lifespan_client, require_postgres
@@ -226,3 +226,34 @@ async def test_scrape_serves_the_refreshed_counts_without_counting(
         # Counted before the scrape began, by the refresher (a scrape's own count reads 0).
         assert scraped["oris_runtime_counts_age_seconds"] > 0
         assert scraped["oris_runtime_database_up"] == 1
+
+
+@pytest.mark.parametrize(("bound_seconds", "surfaced"), [(0, 1), (3600, 0)])
+async def test_a_lease_kept_alive_after_its_outcome_was_decided_is_surfaced(
+    make_settings: object, bound_seconds: float, surfaced: int
+) -> None:
+    settings: ServerSettings = make_settings(  # type: ignore[operator]
+        unacked_finished_bound_seconds=bound_seconds
+    )
+    async for api in lifespan_client(create_app(settings, run_maintenance=False)):
+        await run(api, "settled-1")
+        await run(api, "working-1")
+        first, second = (await poll(api, "w1", limit=2))["dispatches"]
+        beat = "/v1/workers/w1/heartbeat"
+        await ok(api, "POST", beat, {"lease_id": second["lease_id"]})
+        await ok(api, "POST", beat, {"lease_id": first["lease_id"], "settling": True})
+        await ok(api, "POST", beat, {"lease_id": first["lease_id"]})  # the mark stays
+        scraped = samples((await api.get("/metrics")).text)
+        assert scraped["oris_runtime_unacked_finished_attempts"] == surfaced
+        workers = await ok(api, "GET", "/v1/workers")
+        assert workers["unacked_finished_count"] == surfaced
+        listed = workers["unacked_finished_attempts"]
+        assert [item["attempt_id"] for item in listed] == [first["attempt_id"]][:surfaced]
+        if surfaced:
+            assert listed[0]["worker_id"] == "w1"
+            assert listed[0]["lease_id"] == first["lease_id"]
+            assert listed[0]["lease_version"] == 3
+        await ack(api, "w1", first["attempt_id"])  # acked at last: nothing left to surface
+        scraped = samples((await api.get("/metrics")).text)
+        assert scraped["oris_runtime_unacked_finished_attempts"] == 0
+        assert (await ok(api, "GET", "/v1/workers"))["unacked_finished_attempts"] == []

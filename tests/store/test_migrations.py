@@ -36,6 +36,7 @@ async def test_empty_database_upgrades_to_head_and_records_each_revision(
             (4, "audit_chain_head"),
             (5, "retention"),
             (6, "list_filters"),
+            (7, "lease_settling"),
         ]
         assert all(r["applied_at_ms"] > 0 for r in rows)
         again = await upgrade_schema(database)

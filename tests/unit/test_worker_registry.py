@@ -139,3 +139,48 @@ def test_dedupe_tokens_are_stable_and_bounded() -> None:
     assert len(long_token) <= 256
     assert long_token == dedupe_token("attempt-" + "t" * 160, 1, "s" * 128)
     assert long_token != dedupe_token("attempt-" + "t" * 160, 2, "s" * 128)
+
+
+async def _noop(ctx: Context, input: Any) -> Any:
+    return None
+
+
+def test_declared_defaults_are_kept_and_sent_only_for_workflows_that_declare_them() -> None:
+    registry = Registry()
+    policy = {"strategy": "exponential", "backoff_ms": 100, "max_retries": 3, "multiplier": 3.0}
+    registry.add("billing", _noop, retry_policy=policy, timeout_ms=60_000)
+    registry.add("plain", _noop)
+    registry.add("timed", _noop, timeout_ms=5)
+    assert registry.wire_defaults() == {
+        "billing": {"retry_policy": policy, "timeout_ms": 60_000},
+        "timed": {"timeout_ms": 5},
+    }
+    combined = Registry()
+    combined.include(registry)
+    assert combined.wire_defaults() == registry.wire_defaults()
+    assert Registry().wire_defaults() == {}
+
+
+@pytest.mark.parametrize(
+    ("retry_policy", "timeout_ms", "message"),
+    [
+        ({"strategy": "sometimes", "backoff_ms": 1, "max_retries": 1}, None, "strategy"),
+        ({"strategy": "fixed", "backoff_ms": 0, "max_retries": 1}, None, "backoff_ms must be > 0"),
+        (
+            {"strategy": "fixed", "backoff_ms": 1},
+            None,
+            "needs strategy, backoff_ms and max_retries",
+        ),
+        ({"strategy": "fixed", "backoff_ms": "1", "max_retries": 1}, None, "must be an integer"),
+        ({"strategy": "fixed", "backoff_ms": 1, "max_retries": 1, "jitter": 1}, None, "unknown"),
+        (None, 0, "timeout_ms must be a positive integer"),
+        (None, 1.5, "timeout_ms must be a positive integer"),
+    ],
+)
+def test_bad_defaults_are_refused_when_the_workflow_is_registered(
+    retry_policy: dict[str, Any] | None, timeout_ms: Any, message: str
+) -> None:
+    registry = Registry()
+    with pytest.raises(ValueError, match=message):
+        registry.workflow("wf", retry_policy=retry_policy, timeout_ms=timeout_ms)(_noop)
+    assert "wf" not in registry

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from oris.config import WorkerSettings
-from oris.worker import Context, PermanentError, Registry, RetryableError, Worker
+from oris.worker import Context, PermanentError, Registry, RetryableError, Worker, runner
 from oris.worker.builtins import builtin_registry
 
 UNREACHABLE = 0  # a pseudo status: the fake server refuses the connection
@@ -388,3 +389,147 @@ async def test_a_dispatched_handler_starts_before_the_next_poll_is_sent() -> Non
 
     await run_until(make_worker(server, registry), lambda: server.sent("ack"))
     assert polls_when_started == [1], "the handler waited behind the next poll's request"
+
+
+def gated(gates: dict[str, asyncio.Event]) -> Registry:
+    """``gate`` waits for ``gates[input]`` (created on first use), then completes; ``echo``."""
+    registry = Registry()
+
+    @registry.workflow("gate")
+    async def gate(ctx: Context, input: Any) -> Any:
+        await gates.setdefault(str(input), asyncio.Event()).wait()
+        return {"gate": input}
+
+    @registry.workflow("echo")
+    async def echo(ctx: Context, input: Any) -> Any:
+        return {"output": input}
+
+    return registry
+
+
+async def test_an_ack_taken_while_every_slot_is_still_busy_is_sent_not_dropped() -> None:
+    # One slot. The first attempt's ack rides on a poll that answers it with a 503 and hands
+    # out a second attempt in the slot: while the first retries its ack, two attempts hold the
+    # one slot. The retried ack is then taken for a poll that has no slot to ask for; it must
+    # still be sent (it was dropped, leaving the job running and its lease heartbeated).
+    gates: dict[str, asyncio.Event] = {}
+    server = FakeServer(
+        dispatch("echo", 1, attempt_id="a-first", lease_id="l-first", lease_ttl_seconds=60),
+        dispatch("gate", "second", attempt_id="a-second", lease_id="l-second"),
+    )
+    server.fail("ack", 503)  # the first ack item, carried by the second poll
+
+    def acks_of(attempt: str) -> list[dict[str, Any]]:
+        return [a for a in server.sent("ack") if a["attempt_id"] == attempt]
+
+    worker = make_worker(server, gated(gates), worker_concurrency=1)
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: len(acks_of("a-first")) == 2)
+        await eventually(lambda: worker.active_attempts == 1)
+        gates.setdefault("second", asyncio.Event()).set()
+        await eventually(lambda: acks_of("a-second") and worker.active_attempts == 0)
+    finally:
+        worker.shutdown()
+        await asyncio.wait_for(task, 10)
+    assert [a["terminal_status"] for a in acks_of("a-first")] == ["completed", "completed"]
+    assert server.sent("poll")[1]["acks"][0]["attempt_id"] == "a-first"
+
+
+async def test_a_finished_attempt_stops_heartbeating_while_its_ack_is_under_way() -> None:
+    # "a-slow" keeps running and heartbeating; "a-done" finishes at once, and its ack (carried
+    # by the next poll) is held by the server. While it is held, the running attempt sends three
+    # heartbeats (two heartbeat intervals at least): the finished one sends none.
+    release = asyncio.Event()
+    gates: dict[str, asyncio.Event] = {}
+    server = FakeServer(
+        dispatch("gate", "slow", attempt_id="a-slow", lease_id="l-slow"),
+        dispatch("echo", 1, attempt_id="a-done", lease_id="l-done"),
+    )
+    finished_at: list[int] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"null")
+        carried = [item["attempt_id"] for item in (body or {}).get("acks", [])]
+        if "a-done" in carried or (isinstance(body, dict) and body.get("attempt_id") == "a-done"):
+            finished_at.append(len(server.calls))
+            await release.wait()
+        return server.handle(request)
+
+    worker = Worker(
+        WorkerSettings(
+            server_url="http://oris.test",
+            worker_id="w-unit",
+            worker_concurrency=2,
+            worker_poll_max_interval_seconds=0.05,
+        ),
+        gated(gates),
+        transport=httpx.MockTransport(handle),
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: finished_at)
+
+        def beats(lease: str) -> list[int]:
+            return [
+                n
+                for n, (name, body) in enumerate(server.calls)
+                if name == "heartbeat" and body["lease_id"] == lease and n >= finished_at[0]
+            ]
+
+        await eventually(lambda: len(beats("l-slow")) >= 3)
+        assert beats("l-done") == []
+        release.set()
+        await eventually(lambda: any(a["attempt_id"] == "a-done" for a in server.sent("ack")))
+        gates.setdefault("slow", asyncio.Event()).set()
+        await eventually(lambda: worker.active_attempts == 0)
+    finally:
+        release.set()
+        worker.shutdown()
+        await asyncio.wait_for(task, 10)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_refused_credentials_back_off_exponentially_and_log_once_per_step(
+    status: int, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(runner, "AUTH_BACKOFF_INITIAL_SECONDS", 0.005)
+    server = FakeServer(dispatch("echo", 1))
+    server.fail("poll", *[status] * 9)
+    worker = make_worker(server, worker_auth_backoff_max_seconds=0.04)
+    with caplog.at_level(logging.INFO, logger="oris.worker"):
+        await run_until(worker, lambda: server.sent("ack"))
+    assert len(server.sent("poll")) >= 10  # nine refusals, then the poll that dispatched
+    refused = [r for r in caplog.records if r.getMessage().startswith("poll refused")]
+    # 0.005, 0.01, 0.02, then 0.04 (the cap) for the six refusals after: four lines, not nine.
+    assert [r.__dict__["backoff_seconds"] for r in refused] == [0.005, 0.01, 0.02, 0.04]
+    assert all(r.levelno == logging.ERROR for r in refused)
+    assert "further refusals are not logged" in refused[-1].getMessage()
+    assert [r.__dict__["status"] for r in refused] == [status] * 4
+    assert not [r for r in caplog.records if r.getMessage() == "poll failed; will try again"]
+    assert [r.getMessage() for r in caplog.records].count(
+        "poll accepted again: credentials work"
+    ) == 1
+
+
+async def test_polls_carry_the_declared_workflow_defaults() -> None:
+    registry = Registry()
+    policy = {"strategy": "fixed", "backoff_ms": 10, "max_retries": 2}
+
+    @registry.workflow("echo", retry_policy=policy, timeout_ms=1000)
+    async def echo(ctx: Context, input: Any) -> Any:
+        return input
+
+    @registry.workflow("other")
+    async def other(ctx: Context, input: Any) -> Any:
+        return input
+
+    server = FakeServer(dispatch("echo", 1))
+    await run_until(make_worker(server, registry), lambda: server.sent("ack"))
+    assert all(
+        p["workflow_defaults"] == {"echo": {"retry_policy": policy, "timeout_ms": 1000}}
+        for p in server.sent("poll")
+    )
+    server = FakeServer(dispatch("echo", 1))
+    await run_until(make_worker(server), lambda: server.sent("ack"))
+    assert all("workflow_defaults" not in p for p in server.sent("poll"))

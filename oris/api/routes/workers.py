@@ -50,6 +50,9 @@ async def poll(
         tenant_max_active_leases=body.tenant_max_active_leases,
         workflows=body.workflows,
         wait_ms=body.wait_ms,
+        workflow_defaults=None
+        if body.workflow_defaults is None
+        else {name: item.model_dump() for name, item in body.workflow_defaults.items()},
     )
     if body.acks is None:
         answer = await scheduler.poll(rt, command)
@@ -81,7 +84,9 @@ async def heartbeat(
     authorize_worker_id(ctx.actor, worker_id)
     return ok(
         ctx.request_id,
-        await scheduler.heartbeat(rt, worker_id, body.lease_id, body.lease_ttl_seconds),
+        await scheduler.heartbeat(
+            rt, worker_id, body.lease_id, body.lease_ttl_seconds, settling=bool(body.settling)
+        ),
     )
 
 
