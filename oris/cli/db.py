@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from oris.cli.errors import fail
+from oris.cli.output import print_json
 from oris.cli.serve import load_settings_or_exit
-from oris.config import Backend, ConfigError
-from oris.domain.errors import SchemaVersionError
-from oris.services.bootstrap import SchemaStatus, check_schema, open_database, upgrade_schema
+
+if TYPE_CHECKING:
+    # Imported for real inside the commands: only they need the database stack.
+    from oris.services.bootstrap import SchemaStatus
 
 app = typer.Typer(help="Schema versioning: upgrade, current, check.", no_args_is_help=True)
 
@@ -24,9 +26,16 @@ BackendOption = Annotated[
         show_default="sqlite",
     ),
 ]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the schema status as JSON instead of a line.")
+]
 
 
 def _run(backend: str | None, upgrade: bool) -> tuple[SchemaStatus, str]:
+    from oris.config import ConfigError
+    from oris.domain.errors import SchemaVersionError
+    from oris.services.bootstrap import check_schema, open_database, upgrade_schema
+
     settings = load_settings_or_exit(runtime_backend=backend)
     database = open_database(settings, application_name="oris-db")
 
@@ -44,26 +53,52 @@ def _run(backend: str | None, upgrade: bool) -> tuple[SchemaStatus, str]:
         fail(f"schema command failed ({type(error).__name__}): {str(error).splitlines()[0][:300]}")
 
 
+def _status_json(status: SchemaStatus, backend: str) -> dict[str, object]:
+    return {
+        "backend": backend,
+        "database_version": status.database_version or 0,
+        "code_version": status.code_version,
+        "schema_exists": status.schema_exists,
+        "at_head": status.at_head,
+    }
+
+
 @app.command("upgrade")
-def upgrade(backend: BackendOption = None) -> None:
+def upgrade(backend: BackendOption = None, as_json: JsonOption = False) -> None:
     """Apply every missing migration (forward-only); refuse a database newer than this code."""
     status, name = _run(backend, upgrade=True)
+    if as_json:
+        print_json(_status_json(status, name))
+        return
     typer.echo(
         f"{name} runtime schema at version {status.database_version} (head {status.code_version})"
     )
 
 
 @app.command("current")
-def current(backend: BackendOption = None) -> None:
+def current(backend: BackendOption = None, as_json: JsonOption = False) -> None:
     """Print the database's schema version (0 when empty)."""
-    status, _ = _run(backend, upgrade=False)
+    status, name = _run(backend, upgrade=False)
+    if as_json:
+        print_json(_status_json(status, name))
+        return
     typer.echo(str(status.database_version or 0))
 
 
 @app.command("check")
-def check(backend: BackendOption = None) -> None:
+def check(backend: BackendOption = None, as_json: JsonOption = False) -> None:
     """Exit 0 when the schema is at this code's head; non-zero with a message otherwise."""
+    from oris.config import Backend
+
     status, name = _run(backend, upgrade=False)
+    if as_json:
+        print_json(
+            {
+                **_status_json(status, name),
+                "problem": None if status.at_head else status.describe(Backend(name)),
+            }
+        )
     if not status.at_head:
         fail(status.describe(Backend(name)))
-    typer.echo(f"{name} runtime schema version {status.database_version} is current")
+    if not as_json:
+        typer.echo(f"{name} runtime schema version {status.database_version} is current")

@@ -15,11 +15,9 @@ import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import httpx
 import typer
-from pydantic import ValidationError
 
 from oris.cli.errors import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, fail
 from oris.cli.output import (
@@ -31,10 +29,14 @@ from oris.cli.output import (
     render_table,
     status_colour,
 )
-from oris.client.http import ApiError, OrisClient, ServerUnreachable
-from oris.config import ClientSettings, describe_validation_error
 from oris.domain.states import InterruptStatus, JobStatus, ReplayStatus
 from oris.domain.validation import TimeoutStatus
+
+if TYPE_CHECKING:
+    # The HTTP client and the settings model (httpx, pydantic) are imported when a command
+    # runs, not when the CLI is built: ``oris --help`` and argument errors never load them.
+    from oris.client.http import ApiError, OrisClient
+    from oris.config import ClientSettings
 
 T = TypeVar("T")
 Handler = Callable[..., Awaitable[Any]]
@@ -170,6 +172,10 @@ def client_settings(
     request_timeout_seconds: float | None = None,
 ) -> ClientSettings:
     """Client settings from the connection options (unset ones fall back to ``ORIS_*``)."""
+    from pydantic import ValidationError
+
+    from oris.config import ClientSettings, describe_validation_error
+
     given: dict[str, Any] = {
         "server_url": server_url,
         "api_token": api_token,
@@ -193,6 +199,9 @@ def report_api_error(error: ApiError, prefix: str = "") -> None:
 
 def call_api(settings: ClientSettings, action: Callable[[OrisClient], Awaitable[T]]) -> T:
     """Run ``action`` with a client; map refusals to exit 1 and an absent server to exit 3."""
+    import httpx
+
+    from oris.client.http import ApiError, OrisClient, ServerUnreachable
 
     async def with_client() -> T:
         async with OrisClient(settings) as client:
@@ -229,7 +238,8 @@ def api_command(
     # options and ``--json``; Typer builds the CLI from that signature.
 
     def decorate(handler: Handler) -> Handler:
-        signature = inspect.signature(handler, eval_str=True)
+        # ``client`` is the only annotation naming a type that is not imported at module level.
+        signature = inspect.signature(handler, eval_str=True, locals={"OrisClient": Any})
         own = [p for p in signature.parameters.values() if p.name != "client"]
         connection_names = [p.name for p in CONNECTION_PARAMETERS]
 
@@ -250,9 +260,10 @@ def api_command(
             if code:
                 raise typer.Exit(code)
 
-        command.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=[*own, *CONNECTION_PARAMETERS, JSON_PARAMETER]
-        )
+        parameters = [*own, *CONNECTION_PARAMETERS, JSON_PARAMETER]
+        command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        # Typer reads the type hints too: give it the evaluated ones, without ``client``.
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
         group.command(name)(command)
         return handler
 
@@ -618,6 +629,8 @@ async def dlq_replay(
     override_reason: OverrideOption = None,
 ) -> Any:
     """Requeue dead letters with a fresh retry budget; continues past refusals (exit 1 if any)."""
+    from oris.client.http import ApiError
+
     unique = list(dict.fromkeys(attempt_ids))
     results: list[dict[str, Any]] = []
     for index, attempt_id in enumerate(unique, start=1):

@@ -28,7 +28,7 @@ def test_drill_passes(name: str, backend: str, tmp_path: Path) -> None:
         backend,
         "--workdir",
         str(tmp_path),
-        "--json",
+        "--report",
         str(tmp_path / "report.json"),
     ]
     if backend == "postgres":
