@@ -105,6 +105,7 @@ async def growing_counts(rt: Runtime, *, background: bool = False) -> GrowingCou
         queued = group.create_task(counted(lambda conn: dispatch_store.queue_depth(conn, now)))
         statuses = group.create_task(counted(dispatch_store.attempts_by_status))
     took = time.monotonic() - started
+    rt.metrics.queue_depth_seen(queued.result())
     return GrowingCounts(queued.result(), statuses.result(), started, took)
 
 
