@@ -25,6 +25,7 @@ _READ_PREFIXES = (
     "/v1/attempts",
     "/v1/incidents",
     "/v1/workers",
+    "/v1/metrics",
 )
 _OPERATOR_WRITE_PREFIXES = ("/v1/jobs", "/v1/interrupts", "/v1/dlq", "/v1/incidents")
 # Deleting history is for admins only, although it sits under an operator prefix.

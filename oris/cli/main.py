@@ -1,10 +1,18 @@
-"""The ``oris`` command."""
+"""The ``oris`` command.
+
+Start-up cost matters: every operator command is a new process. The modules imported here hold
+only option declarations and HTTP-client code; the server and database stack (FastAPI,
+uvicorn, SQLAlchemy, the drivers, Alembic) is imported inside the bodies of the commands that
+run it (``serve``, ``db``, ``worker``), never at module level. A new command follows the same
+rule: register it here, and import anything heavy inside its function.
+tests/unit/test_cli_startup.py holds this in place.
+"""
 
 from __future__ import annotations
 
 import typer
 
-from oris.cli import db, drill, serve
+from oris.cli import db, drill, operator, retention, serve, triage, worker
 
 app = typer.Typer(
     name="oris",
@@ -14,34 +22,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("serve")(serve.serve)
+app.command("worker")(worker.worker)
+app.command("triage")(triage.triage)
 app.add_typer(db.app, name="db")
 app.add_typer(drill.app, name="drill")
-
-
-def _register_optional() -> None:
-    """Attach command groups that live in their own modules."""
-    import importlib
-
-    for module_name, attribute, name in (
-        ("oris.cli.worker", "worker", None),
-        ("oris.cli.triage", "triage", None),
-        ("oris.cli.operator", "register", None),
-        ("oris.cli.retention", "register", None),
-    ):
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        target = getattr(module, attribute)
-        if name is None and attribute == "register":
-            target(app)
-        else:
-            app.command(name or attribute)(target)
-
-
-_register_optional()
+operator.register(app)
+retention.register(app)
 
 
 def main() -> None:

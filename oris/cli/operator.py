@@ -16,11 +16,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import httpx
 import typer
-from pydantic import ValidationError
 
 from oris.cli.errors import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, fail
 from oris.cli.output import (
@@ -32,11 +30,14 @@ from oris.cli.output import (
     render_table,
     status_colour,
 )
-from oris.client.http import ApiError, OrisClient, ServerUnreachable
-from oris.config import ClientSettings, describe_validation_error
-from oris.domain.audit_chain import check_segment
 from oris.domain.states import InterruptStatus, JobStatus, ReplayStatus
 from oris.domain.validation import TimeoutStatus
+
+if TYPE_CHECKING:
+    # The HTTP client and the settings model (httpx, pydantic) are imported when a command
+    # runs, not when the CLI is built: ``oris --help`` and argument errors never load them.
+    from oris.client.http import ApiError, OrisClient
+    from oris.config import ClientSettings
 
 T = TypeVar("T")
 Handler = Callable[..., Awaitable[Any]]
@@ -179,6 +180,10 @@ def client_settings(
     request_timeout_seconds: float | None = None,
 ) -> ClientSettings:
     """Client settings from the connection options (unset ones fall back to ``ORIS_*``)."""
+    from pydantic import ValidationError
+
+    from oris.config import ClientSettings, describe_validation_error
+
     given: dict[str, Any] = {
         "server_url": server_url,
         "api_token": api_token,
@@ -202,6 +207,9 @@ def report_api_error(error: ApiError, prefix: str = "") -> None:
 
 def call_api(settings: ClientSettings, action: Callable[[OrisClient], Awaitable[T]]) -> T:
     """Run ``action`` with a client; map refusals to exit 1 and an absent server to exit 3."""
+    import httpx
+
+    from oris.client.http import ApiError, OrisClient, ServerUnreachable
 
     async def with_client() -> T:
         async with OrisClient(settings) as client:
@@ -246,7 +254,8 @@ def api_command(
     # options and ``--json``; Typer builds the CLI from that signature.
 
     def decorate(handler: Handler) -> Handler:
-        signature = inspect.signature(handler, eval_str=True)
+        # ``client`` is the only annotation naming a type that is not imported at module level.
+        signature = inspect.signature(handler, eval_str=True, locals={"OrisClient": Any})
         own = [p for p in signature.parameters.values() if p.name != "client"]
         connection_names = [p.name for p in CONNECTION_PARAMETERS]
 
@@ -268,9 +277,10 @@ def api_command(
             if code:
                 raise typer.Exit(code)
 
-        command.__signature__ = signature.replace(  # type: ignore[attr-defined]
-            parameters=[*own, *CONNECTION_PARAMETERS, JSON_PARAMETER]
-        )
+        parameters = [*own, *CONNECTION_PARAMETERS, JSON_PARAMETER]
+        command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        # Typer reads the type hints too: give it the evaluated ones, without ``client``.
+        command.__annotations__ = {p.name: p.annotation for p in parameters}
         group.command(name)(command)
         return handler
 
@@ -851,6 +861,8 @@ async def dlq_replay(
     """Requeue dead letters with a fresh retry budget; continues past refusals (exit 1 if any).
 
     With --all, every pending dead letter the filters select, in one audited request."""
+    from oris.client.http import ApiError
+
     filters = {
         "workflow": workflow,
         "tenant_id": tenant,
@@ -1027,6 +1039,8 @@ def verify_archive_files(files: list[Path]) -> dict[str, Any]:
                     yield row
 
     try:
+        from oris.domain.audit_chain import check_segment
+
         check = check_segment(rows())
     except OSError as error:
         fail(f"cannot read the archive: {error}", EXIT_USAGE)

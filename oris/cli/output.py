@@ -11,9 +11,10 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from oris.client.http import ApiError
+if TYPE_CHECKING:
+    from oris.client.http import ApiError
 
 MISSING = "-"
 ELLIPSIS = "…"

@@ -8,21 +8,25 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from oris.cli.errors import fail
-from oris.config import ConfigError, ServerSettings, load_server_settings
-from oris.domain.errors import SchemaVersionError
-from oris.observability.logging import configure_logging
-from oris.services.bootstrap import check_auth_posture, open_database, prepare_database
+
+if TYPE_CHECKING:
+    from oris.config import ServerSettings
+
+# The server and database stack (FastAPI, uvicorn, SQLAlchemy, drivers) and the settings model
+# are imported inside the functions that run them, so every other command starts without them.
 
 log = logging.getLogger("oris.serve")
 
 
 def load_settings_or_exit(**overrides: object) -> ServerSettings:
     """Settings from the environment plus CLI overrides, or a clean exit 2 on bad config."""
+    from oris.config import ConfigError, load_server_settings
+
     try:
         return load_server_settings(**{k: v for k, v in overrides.items() if v is not None})
     except ConfigError as error:
@@ -30,6 +34,8 @@ def load_settings_or_exit(**overrides: object) -> ServerSettings:
 
 
 async def _preflight(settings: ServerSettings) -> None:
+    from oris.services.bootstrap import check_auth_posture, open_database, prepare_database
+
     database = open_database(settings, application_name="oris-serve-preflight")
     try:
         status = await prepare_database(settings, database)
@@ -93,6 +99,9 @@ def serve(
     import uvicorn
 
     from oris.api.app import create_app
+    from oris.config import ConfigError
+    from oris.domain.errors import SchemaVersionError
+    from oris.observability.logging import configure_logging
 
     settings = load_settings_or_exit(server_addr=addr, runtime_backend=backend, sqlite_db=sqlite_db)
     configure_logging(settings.log_format.value, settings.log_level)

@@ -15,11 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
-from pydantic import SecretStr
 
 from oris.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, fail
 from oris.cli.operator import (
@@ -32,8 +30,13 @@ from oris.cli.operator import (
     client_settings,
 )
 from oris.cli.output import bold, describe_api_error, print_json, status_colour
-from oris.client.http import ApiError, OrisClient, ServerUnreachable
-from oris.config import ClientSettings
+
+if TYPE_CHECKING:
+    # Imported where a smoke run needs them, so the CLI starts without httpx and pydantic.
+    import httpx
+
+    from oris.client.http import OrisClient
+    from oris.config import ClientSettings
 
 SMOKE_WORKFLOW = "oris.smoke"
 DEFAULT_MAX_POLLS = 20
@@ -127,6 +130,10 @@ class SmokeFlow:
 
     async def run(self) -> SmokeReport:
         """Run every step in order, stopping at the first failure."""
+        import httpx
+
+        from oris.client.http import ApiError, ServerUnreachable
+
         steps: list[tuple[str, Callable[[], Awaitable[str]]]] = [
             ("run", self._run),
             ("inspect", self._inspect),
@@ -263,6 +270,8 @@ async def run_smoke(
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> SmokeReport:
     """Run the smoke flow; ``worker_settings`` gives poll/ack their own credentials."""
+    from oris.client.http import OrisClient
+
     report = SmokeReport(
         server_url=settings.server_url, thread_id=new_thread_id(), worker_id=new_worker_id()
     )
@@ -328,6 +337,11 @@ def smoke(
     json_output: JsonOption = False,
 ) -> None:
     """Validate recovery: run, inspect, poll and ack a throwaway oris.smoke job."""
+    import httpx
+    from pydantic import SecretStr
+
+    from oris.config import ClientSettings
+
     settings = client_settings(
         server_url=server_url,
         api_token=api_token,

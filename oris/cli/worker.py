@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from oris.cli.errors import EXIT_USAGE, fail
-from oris.config import WorkerSettings, describe_validation_error
-from oris.observability.logging import configure_logging
-from oris.worker.builtins import builtin_registry
-from oris.worker.registry import AppLoadError, Registry, load_registry
-from oris.worker.runner import run_worker
+
+if TYPE_CHECKING:
+    from oris.config import WorkerSettings
+
+    # The worker runtime is imported inside the command, so other commands start without it.
+    from oris.worker.registry import Registry
 
 
 def _settings_or_exit(**overrides: Any) -> WorkerSettings:
+    from pydantic import ValidationError
+
+    from oris.config import WorkerSettings, describe_validation_error
+
     try:
         return WorkerSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as error:
@@ -24,6 +28,9 @@ def _settings_or_exit(**overrides: Any) -> WorkerSettings:
 
 
 def _registry_or_exit(app: str | None) -> Registry:
+    from oris.worker.builtins import builtin_registry
+    from oris.worker.registry import AppLoadError, load_registry
+
     if not app:
         return builtin_registry()
     try:
@@ -86,6 +93,9 @@ def worker(
     ] = None,
 ) -> None:
     """Run a worker: lease attempts from the API and execute their workflows."""
+    from oris.observability.logging import configure_logging
+    from oris.worker.runner import run_worker
+
     settings = _settings_or_exit(
         server_url=server_url,
         worker_id=worker_id,

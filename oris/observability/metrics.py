@@ -11,7 +11,7 @@ import bisect
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 LATENCY_BUCKETS_MS: tuple[float, ...] = (1, 5, 10, 25, 50, 100, 250, 500, 1000)
@@ -90,6 +90,101 @@ class WindowRatio:
         return numerator / denominator if denominator else 0.0
 
 
+HISTORY_RESOLUTION_SECONDS = 5.0
+# Longer than the longest alert window (10 minutes), so a triage run started well after an
+# event still judges the window the alert judged.
+HISTORY_HORIZON_SECONDS = 3600.0
+
+
+class SeriesHistory:
+    """When each counter moved and where each tracked gauge stood, in fixed time slots.
+
+    Prometheus judges an alert over the samples it stored for the rule's window. A triage run
+    has no such store and cannot wait ten minutes, so the process keeps its own: for every
+    slot of ``resolution_seconds`` (wall-clock aligned), how much each counter series grew and
+    the lowest and highest value each tracked gauge was seen at, for ``horizon_seconds``.
+    An increase over a window is then the sum of the slots the window covers (to within one
+    slot), and it is known however long after the event someone asks.
+    """
+
+    def __init__(
+        self,
+        resolution_seconds: float = HISTORY_RESOLUTION_SECONDS,
+        horizon_seconds: float = HISTORY_HORIZON_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.resolution_seconds = resolution_seconds
+        self.horizon_seconds = horizon_seconds
+        self._clock = clock
+        self.started_at = clock()
+        self._counters: dict[str, deque[list[float]]] = {}
+        self._gauges: dict[str, deque[list[float]]] = {}
+
+    def _slot(self, now: float) -> float:
+        return now - now % self.resolution_seconds
+
+    def _prune(self, slots: deque[list[float]], now: float) -> None:
+        oldest = self._slot(now - self.horizon_seconds)
+        while slots and slots[0][0] < oldest:
+            slots.popleft()
+
+    def add(self, series: str, amount: float = 1, now: float | None = None) -> None:
+        """Record that the counter ``series`` grew by ``amount``."""
+        if amount <= 0:
+            return
+        moment = self._clock() if now is None else now
+        slot = self._slot(moment)
+        slots = self._counters.setdefault(series, deque())
+        if slots and slots[-1][0] == slot:
+            slots[-1][1] += amount
+        else:
+            slots.append([slot, amount])
+            self._prune(slots, moment)
+
+    def observe(self, series: str, value: float, now: float | None = None) -> None:
+        """Record that the gauge ``series`` was seen at ``value``."""
+        moment = self._clock() if now is None else now
+        slot = self._slot(moment)
+        slots = self._gauges.setdefault(series, deque())
+        if slots and slots[-1][0] == slot:
+            slots[-1][1] = min(slots[-1][1], value)
+            slots[-1][2] = max(slots[-1][2], value)
+        else:
+            slots.append([slot, value, value])
+            self._prune(slots, moment)
+
+    def export(self, now: float | None = None) -> dict[str, object]:
+        """Every slot still held: counters as ``[slot_start_ms, increase]``, gauges as
+        ``[slot_start_ms, min, max]``, with the clock they were read against."""
+        moment = self._clock() if now is None else now
+        for slots in (*self._counters.values(), *self._gauges.values()):
+            self._prune(slots, moment)
+
+        def ms(value: float) -> int:
+            return int(value * 1000)
+
+        return {
+            "now_ms": ms(moment),
+            "process_started_at_ms": ms(self.started_at),
+            "resolution_seconds": self.resolution_seconds,
+            "horizon_seconds": self.horizon_seconds,
+            "counters": {
+                name: [[ms(slot), _number(amount)] for slot, amount in slots]
+                for name, slots in sorted(self._counters.items())
+                if slots
+            },
+            "gauges": {
+                name: [[ms(slot), _number(low), _number(high)] for slot, low, high in slots]
+                for name, slots in sorted(self._gauges.items())
+                if slots
+            },
+        }
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
 @dataclass(frozen=True, slots=True)
 class DatabaseGauges:
     """Gauges read from the database, so every replica reports the same; the queue depth and
@@ -135,6 +230,17 @@ class RuntimeMetrics:
         self.http_latency: dict[tuple[str, str], Histogram] = {}
         self.conflict_window = WindowRatio(rate_window_seconds)
         self.error_window = WindowRatio(rate_window_seconds)
+        self.history = SeriesHistory()
+
+    def queue_depth_seen(self, depth: int) -> None:
+        """Record the queue depth a count read from the database (for windows over it)."""
+        with self._lock:
+            self.history.observe("oris_runtime_queue_depth", depth)
+
+    def history_snapshot(self) -> dict[str, object]:
+        """The recent history of the counters and gauges the alert rules judge over a window."""
+        with self._lock:
+            return self.history.export()
 
     def lease_operation(self, conflicts: int = 0, operations: int = 1) -> None:
         """Count lease-sensitive operations and how many of them conflicted."""
@@ -142,31 +248,43 @@ class RuntimeMetrics:
             self.lease_operations += operations
             self.lease_conflicts += conflicts
             self.conflict_window.add(conflicts, operations)
+            self.history.add("oris_runtime_lease_operations_total", operations)
+            self.history.add("oris_runtime_lease_conflicts_total", conflicts)
 
     def lease_conflict(self) -> None:
         """Count a conflict on an operation already counted."""
         with self._lock:
             self.lease_conflicts += 1
             self.conflict_window.add(1, 0)
+            self.history.add("oris_runtime_lease_conflicts_total")
 
     def backpressured(self, reason: str) -> None:
         """Count a poll answered with backpressure."""
         with self._lock:
             self.backpressure[reason] = self.backpressure.get(reason, 0) + 1
+            self.history.add(f'oris_runtime_backpressure_total{{reason="{reason}"}}')
 
     def dispatched(self, latency_ms: float, recovery_ms: float | None) -> None:
         """Count a dispatch; ``recovery_ms`` when it re-dispatched work after a lease expired."""
         with self._lock:
             self.dispatches += 1
             self.dispatch_latency.observe(latency_ms)
+            self.history.add("oris_runtime_dispatches_total")
             if recovery_ms is not None:
                 self.recovery_latency.observe(recovery_ms)
+                name = "oris_runtime_recovery_latency_ms"
+                for bound in self.recovery_latency.bounds:
+                    if recovery_ms <= bound:
+                        self.history.add(f'{name}_bucket{{le="{_format_bound(bound)}"}}')
+                self.history.add(f'{name}_bucket{{le="+Inf"}}')
+                self.history.add(f"{name}_count")
 
     def terminal(self, status: str) -> None:
         """Count an attempt that reached a terminal status."""
         with self._lock:
             self.terminal_acks[status] = self.terminal_acks.get(status, 0) + 1
             self.error_window.add(0 if status == "completed" else 1, 1)
+            self.history.add(f'oris_runtime_terminal_acks_total{{status="{status}"}}')
 
     def retry_scheduled(self) -> None:
         """Count a retry booked by an ack or a timeout."""
@@ -182,6 +300,7 @@ class RuntimeMetrics:
         """Count leases expired by maintenance."""
         with self._lock:
             self.leases_expired += count
+            self.history.add("oris_runtime_leases_expired_total", count)
 
     def purged(self, status: str, count: int) -> None:
         """Count finished jobs deleted by retention or a manual purge."""
@@ -204,6 +323,9 @@ class RuntimeMetrics:
             if histogram is None:
                 histogram = self.http_latency[(method, route)] = Histogram(HTTP_BUCKETS_SECONDS)
             histogram.observe(seconds)
+            if status_class == "5xx":
+                # Summed over routes: the API-errors alert judges the total.
+                self.history.add('oris_runtime_http_requests_total{status_class="5xx"}')
 
     def render(self, gauges: DatabaseGauges | None) -> str:
         """The full exposition; ``gauges`` None means the database could not be read."""

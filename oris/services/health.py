@@ -131,6 +131,7 @@ async def growing_counts(rt: Runtime, *, background: bool = False) -> GrowingCou
         statuses = group.create_task(counted(dispatch_store.attempts_by_status))
         tables = group.create_task(counted(table_health))
     took = time.monotonic() - started
+    rt.metrics.queue_depth_seen(queued.result())
     return GrowingCounts(queued.result(), statuses.result(), started, took, tables.result())
 
 

@@ -28,18 +28,22 @@ def test_drill_passes(name: str, backend: str, tmp_path: Path) -> None:
         backend,
         "--workdir",
         str(tmp_path),
-        "--json",
+        "--report",
         str(tmp_path / "report.json"),
+        "--json",
     ]
     if backend == "postgres":
         args += ["--dsn", require_postgres()]
     result = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
-    report = json.loads((tmp_path / "report.json").read_text())["drills"][0]
+    document = json.loads((tmp_path / "report.json").read_text())
+    report = document["drills"][0]
     failed = [e for e in report["expectations"] if not e["ok"]]
-    assert result.returncode == 0 and not failed, f"{failed}\n{result.stdout[-3000:]}"
+    assert result.returncode == 0 and not failed, f"{failed}\n{result.stderr[-3000:]}"
     assert report["passed"] is True
     assert {"before", "after"} <= set(report["phases"])
-    assert "oris_runtime_queue_depth" in result.stdout
+    # With --json, stdout is the report alone and the progress (signal tables) goes to stderr.
+    assert json.loads(result.stdout) == document
+    assert "oris_runtime_queue_depth" in result.stderr
 
 
 def test_drill_list_names_every_playbook() -> None:

@@ -257,3 +257,56 @@ async def test_a_lease_kept_alive_after_its_outcome_was_decided_is_surfaced(
         scraped = samples((await api.get("/metrics")).text)
         assert scraped["oris_runtime_unacked_finished_attempts"] == 0
         assert (await ok(api, "GET", "/v1/workers"))["unacked_finished_attempts"] == []
+
+
+async def test_the_history_holds_every_counter_increase_and_the_queue_depth(
+    api: httpx.AsyncClient,
+) -> None:
+    await scripted_workload(api)
+    scraped = samples((await api.get("/metrics")).text)
+    response = await api.get("/v1/metrics/history")
+    assert response.status_code == 200
+    history = response.json()["data"]
+    assert history["resolution_seconds"] == 5 and history["horizon_seconds"] == 3600
+    counters = history["counters"]
+    # The process started in this test, so each series' slots add up to the counter itself.
+    for name in (
+        'oris_runtime_backpressure_total{reason="tenant_limit"}',
+        'oris_runtime_backpressure_total{reason="worker_limit"}',
+        'oris_runtime_terminal_acks_total{status="failed"}',
+        'oris_runtime_terminal_acks_total{status="completed"}',
+        "oris_runtime_dispatches_total",
+        "oris_runtime_lease_conflicts_total",
+        "oris_runtime_lease_operations_total",
+        "oris_runtime_leases_expired_total",
+        "oris_runtime_recovery_latency_ms_count",
+        'oris_runtime_recovery_latency_ms_bucket{le="+Inf"}',
+        'oris_runtime_recovery_latency_ms_bucket{le="60000"}',
+    ):
+        assert sum(slot[1] for slot in counters[name]) == scraped[name], name
+    for slots in counters.values():
+        assert all(slot[0] % 5000 == 0 and slot[0] <= history["now_ms"] for slot in slots)
+    depth = history["gauges"]["oris_runtime_queue_depth"]
+    assert depth[-1][2] == scraped["oris_runtime_queue_depth"] == 2
+
+
+def test_series_history_keeps_slots_for_its_horizon_only() -> None:
+    from oris.observability.metrics import SeriesHistory
+
+    now = [1000.0]
+    history = SeriesHistory(resolution_seconds=5, horizon_seconds=60, clock=lambda: now[0])
+    history.add("c")
+    history.add("c", 2)
+    history.add("c", 0)  # no movement, no slot
+    history.observe("g", 3)
+    history.observe("g", 1)
+    now[0] = 1007.0
+    history.add("c")
+    history.observe("g", 4)
+    exported = history.export()
+    assert exported["counters"] == {"c": [[1_000_000, 3], [1_005_000, 1]]}
+    assert exported["gauges"] == {"g": [[1_000_000, 1, 3], [1_005_000, 4, 4]]}
+    now[0] = 1066.0  # the first slot now lies wholly before the horizon
+    assert history.export()["counters"] == {"c": [[1_005_000, 1]]}
+    now[0] = 2000.0
+    assert history.export()["counters"] == {} and history.export()["gauges"] == {}

@@ -58,6 +58,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/audit/verify", None),
     ("GET", "/v1/keys", None),
     ("GET", "/v1/workers", None),
+    ("GET", "/v1/metrics/history", None),
     ("POST", "/v1/keys", {"role": "viewer"}),
     ("POST", "/v1/keys/none/disable", None),
     ("POST", "/v1/keys/none/rotate", None),

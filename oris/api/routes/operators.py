@@ -380,3 +380,12 @@ async def list_workers(rt: Rt, ctx: Ctx, window_seconds: float = 300.0) -> Respo
     if not 0 < window_seconds <= 86_400:
         raise InvalidArgument("window_seconds must be between 0 and 86400")
     return ok(ctx.request_id, await health.recent_workers(rt, window_seconds))
+
+
+@router.get("/metrics/history")
+async def metrics_history(rt: Rt, ctx: Ctx) -> Response:
+    """This process's recent counter increases and gauge ranges, slot by slot.
+
+    What ``oris triage`` judges the alert rules' windows over: an increase over the last ten
+    minutes is known here however late triage starts, without a Prometheus server."""
+    return ok(ctx.request_id, rt.metrics.history_snapshot())
