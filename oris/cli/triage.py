@@ -234,8 +234,14 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator else 0.0
 
 
-def signals(scrape: dict[str, float], windows: Windows) -> list[Signal]:
-    """The runbook's key signals, each judged over its alert rule's window."""
+def signals(
+    scrape: dict[str, float], windows: Windows, *, queued_now: bool = False
+) -> list[Signal]:
+    """The runbook's key signals, each judged over its alert rule's window.
+
+    ``queued_now``: the job list read by this triage run shows queued work. The queue-depth
+    gauge is a background count up to a few seconds old, so work queued just before a burst of
+    refused polls may not be in it yet."""
     from oris.client.metrics import histogram_p95, total
 
     basis = windows.basis
@@ -249,7 +255,7 @@ def signals(scrape: dict[str, float], windows: Windows) -> list[Signal]:
 
     backpressure = windows.increase("oris_runtime_backpressure_total", BACKPRESSURE_WINDOW_SECONDS)
     depth_range = windows.gauge_range("oris_runtime_queue_depth", BACKPRESSURE_WINDOW_SECONDS)
-    queued_in_window = max((depth_range or (depth, depth))[1], depth) > 0
+    queued_in_window = queued_now or max((depth_range or (depth, depth))[1], depth) > 0
 
     recovery_buckets = {
         key: windows.increase(key, RECOVERY_WINDOW_SECONDS)
@@ -621,6 +627,12 @@ def _windows(evidence: Evidence, sample_seconds: float) -> tuple[dict[str, float
     return second, windows
 
 
+def _queued_now(jobs: Any) -> bool:
+    """Whether the job list this run read holds queued work."""
+    listed = jobs.get("jobs", []) if isinstance(jobs, dict) else []
+    return any(isinstance(job, dict) and job.get("status") == "queued" for job in listed)
+
+
 def summarise(
     evidence: Evidence, server_url: str, folder: Path, sample_seconds: float
 ) -> dict[str, Any]:
@@ -646,7 +658,7 @@ def summarise(
         return summary
     health = evidence.health if isinstance(evidence.health, dict) else {}
     scrape, windows = _windows(evidence, sample_seconds)
-    found = signals(scrape, windows)
+    found = signals(scrape, windows, queued_now=_queued_now(evidence.documents.get("jobs.json")))
     health_ok = evidence.health_status == 200
     workers_doc = evidence.documents.get("workers.json")
     workers = workers_doc.get("workers", []) if isinstance(workers_doc, dict) else []
