@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.clock import now_ms, to_rfc3339
 from oris.domain.errors import Conflict, InvalidArgument, NotFound, OrisError
-from oris.domain.retry import RetryPolicy
+from oris.domain.retry import MAX_DELAY_MS, RetryPolicy
 from oris.domain.states import (
     AckOutcome,
     AttemptStatus,
@@ -1083,7 +1083,7 @@ async def fail_attempt(
             and isinstance(error.get("retry_delay_ms"), int)
             and error["retry_delay_ms"] >= 0
         ):
-            delay = max(int(error["retry_delay_ms"]), 1)
+            delay = min(max(int(error["retry_delay_ms"]), 1), MAX_DELAY_MS)
         due = now + delay
         next_no = max(attempt.attempt_no, 1) + 1
         await job_store.update_attempt(
