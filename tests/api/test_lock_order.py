@@ -8,6 +8,7 @@ writer serialises them; the final states must be as consistent there too.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
@@ -23,6 +24,15 @@ from tests.api.helpers import ok, poll, run
 from tests.api.test_scheduler import runtime_of
 
 ROUNDS = 25
+
+
+@pytest.fixture
+def no_deadlocks(caplog: pytest.LogCaptureFixture) -> Any:
+    """The races must not even need the retry: the lock order alone keeps them apart."""
+    caplog.set_level(logging.WARNING, logger="oris.transactions")
+    yield
+    retried = [r.getMessage() for r in caplog.records if r.name == "oris.transactions"]
+    assert retried == []
 
 
 async def _call(api: httpx.AsyncClient, method: str, path: str, body: Any) -> httpx.Response:
@@ -72,6 +82,7 @@ def _cancel(api: httpx.AsyncClient, thread_id: str) -> Any:
     return _call(api, "POST", f"/v1/jobs/{thread_id}/cancel", {"reason": "race"})
 
 
+@pytest.mark.usefixtures("no_deadlocks")
 async def test_cancel_races_ack(api: httpx.AsyncClient) -> None:
     rt = runtime_of(api)
     for round_no in range(ROUNDS):
@@ -115,6 +126,7 @@ async def test_cancel_races_ack(api: httpx.AsyncClient) -> None:
         assert len(audits) == (1 if cancelled.status_code == 200 else 0)
 
 
+@pytest.mark.usefixtures("no_deadlocks")
 async def test_cancel_races_poll(api: httpx.AsyncClient) -> None:
     rt = runtime_of(api)
     for round_no in range(ROUNDS):
@@ -135,6 +147,7 @@ async def test_cancel_races_poll(api: httpx.AsyncClient) -> None:
         assert len(await _cancel_audits(api, thread_id)) == 1
 
 
+@pytest.mark.usefixtures("no_deadlocks")
 async def test_cancel_races_heartbeat(api: httpx.AsyncClient) -> None:
     rt = runtime_of(api)
     for round_no in range(ROUNDS):
@@ -159,8 +172,91 @@ async def test_cancel_races_heartbeat(api: httpx.AsyncClient) -> None:
         assert len(await _cancel_audits(api, thread_id)) == 1
 
 
+@pytest.mark.usefixtures("no_deadlocks")
+async def test_cancel_races_acks_carried_by_a_poll(api: httpx.AsyncClient) -> None:
+    """The poll's completions and its claim share one transaction; the cancel targets the
+    job being completed."""
+    rt = runtime_of(api)
+    for round_no in range(ROUNDS):
+        thread_id = f"race-pa-{round_no}"
+        await run(api, thread_id)
+        leased = await poll(api, "w-pa")
+        assert leased["decision"] == "dispatched"
+        await run(api, f"{thread_id}-next")
+        cancelled, polled = await asyncio.gather(
+            _cancel(api, thread_id),
+            _call(
+                api,
+                "POST",
+                "/v1/workers/poll",
+                {
+                    "worker_id": "w-pa",
+                    "acks": [
+                        {
+                            "attempt_id": leased["attempt_id"],
+                            "lease_id": leased["lease_id"],
+                            "terminal_status": "completed",
+                        }
+                    ],
+                },
+            ),
+        )
+        assert polled.status_code == 200, polled.text
+        [acked] = polled.json()["data"]["acks"]
+        ack_status = 200 if acked["ok"] else acked["status"]
+        assert sorted([cancelled.status_code, ack_status]) == [200, 409], (
+            cancelled.text,
+            acked,
+        )
+        expected = "cancelled" if cancelled.status_code == 200 else "completed"
+        assert (await _final(rt, thread_id))[0] == expected
+        assert len(await _cancel_audits(api, thread_id)) == (expected == "cancelled")
+        # The poll's claim went ahead: the next job was dispatched to it.
+        assert polled.json()["data"]["thread_id"] == f"{thread_id}-next"
+        await ok(api, "POST", f"/v1/jobs/{thread_id}-next/cancel", {})
+
+
+@pytest.mark.usefixtures("no_deadlocks")
+async def test_cancel_races_interrupt_resume(api: httpx.AsyncClient) -> None:
+    rt = runtime_of(api)
+    for round_no in range(ROUNDS):
+        thread_id = f"race-ir-{round_no}"
+        await run(api, thread_id)
+        leased = await poll(api, "w-ir")
+        interrupted = await ok(
+            api,
+            "POST",
+            "/v1/workers/w-ir/ack",
+            {
+                "attempt_id": leased["attempt_id"],
+                "terminal_status": "interrupted",
+                "interrupt": {"value": {"ask": "ok?"}},
+            },
+        )
+        cancelled, resumed = await asyncio.gather(
+            _cancel(api, thread_id),
+            _call(
+                api,
+                "POST",
+                f"/v1/interrupts/{interrupted['interrupt_id']}/resume",
+                {"value": "yes"},
+            ),
+        )
+        assert cancelled.status_code == 200, cancelled.text
+        assert resumed.status_code in (200, 409), resumed.text
+        job_status, attempt_statuses, _ = await _final(rt, thread_id)
+        assert job_status == "cancelled"
+        # Resumed first: the new attempt is cancelled; cancelled first: the interrupted one.
+        expected = ["interrupted", "cancelled"] if resumed.status_code == 200 else ["cancelled"]
+        assert sorted(attempt_statuses) == sorted(expected)
+        assert len(await _cancel_audits(api, thread_id)) == 1
+
+
 async def test_deadlock_inside_a_service_transaction_is_retried(
-    api: httpx.AsyncClient, backend: str, monkeypatch: pytest.MonkeyPatch
+    api: httpx.AsyncClient,
+    backend: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A real deadlock: the cancel's transaction locks the job, then waits for the attempt,
     which another transaction holds while it waits for the job. PostgreSQL aborts one of the
@@ -214,6 +310,9 @@ async def test_deadlock_inside_a_service_transaction_is_retried(
     assert answer["status"] == "cancelled"
     # The cancel's session found the deadlock first, was rolled back and ran again.
     assert (other, calls) == ("committed", 2)
+    assert [r.getMessage() for r in caplog.records if r.name == "oris.transactions"] == [
+        "transaction rolled back by the database; running it again"
+    ]
     assert await _final(rt, "dl-1") == ("cancelled", ["cancelled"], ["revoked"])
 
 
