@@ -57,8 +57,11 @@ class RequestMiddleware:
         status_holder = {"status": 500}
         limit = self.max_body_bytes
 
+        response_started = {"started": False}
+
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
+                response_started["started"] = True
                 status_holder["status"] = message["status"]
                 raw_headers = list(message.get("headers", []))
                 if not any(k.lower() == b"x-request-id" for k, _ in raw_headers):
@@ -96,6 +99,15 @@ class RequestMiddleware:
                     rid, ErrorCode.PAYLOAD_TOO_LARGE, f"request body exceeds {limit} bytes"
                 )
                 await response(scope, receive, send_wrapper)
+            except Exception:
+                # Answer an unexpected error here, and do not let it propagate: Starlette's
+                # outermost middleware would answer it too and then re-raise it, and an ASGI
+                # server that sees an application raise after its response closes the
+                # connection, so the client's next request on it fails with a reset.
+                if response_started["started"]:
+                    raise  # a response cut short: closing the connection is all that is left
+                log.exception("unhandled error", extra={"request_id": rid})
+                await _internal_error(rid)(scope, receive, send_wrapper)
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             params = scope.get("path_params") or {}
             span.finish(
@@ -238,13 +250,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+def _internal_error(rid: str) -> Response:
+    return error(rid, ErrorCode.INTERNAL, "internal error; see the server log for this request id")
+
+
 async def _unexpected(request: Request, exc: Exception) -> Response:
+    """An error no handler took and that :class:`RequestMiddleware` did not see (one raised in
+    a middleware outside it)."""
     log.exception("unhandled error", extra={"request_id": request_id(request)})
-    return error(
-        request_id(request),
-        ErrorCode.INTERNAL,
-        "internal error; see the server log for this request id",
-    )
+    return _internal_error(request_id(request))
 
 
 def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> FastAPI:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -153,6 +155,7 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
                 data = orjson.loads(raw)
             except orjson.JSONDecodeError as error:
                 raise InvalidArgument(f"malformed JSON body: {error}") from None
+            refuse_wide_integers(raw)
         if not isinstance(data, dict):
             raise InvalidArgument("request body must be a JSON object")
         _authorize_body_worker(request, data)
@@ -177,6 +180,49 @@ def _authorize_body_worker(request: Request, data: dict[str, Any]) -> None:
                 route = request.scope.get("route")
                 error.details["path"] = getattr(route, "path", request.url.path)
             raise
+
+
+# The widest integers JSON bodies may carry: what the JSON parser keeps exactly (it reads a
+# wider one as a float, silently rounded) and what can be written back.
+JSON_INT_MIN = -(2**63)
+JSON_INT_MAX = 2**64 - 1
+# Digit runs that may spell such an integer: 20 digits, or a minus sign and 19.
+_WIDE_DIGITS = re.compile(rb"\d{20}|-\d{19}")
+
+
+class _TooWide(ValueError):
+    pass
+
+
+def _exact_int(digits: str) -> int:
+    try:
+        value = int(digits)
+    except ValueError:  # more digits than Python converts
+        raise _TooWide from None
+    if not JSON_INT_MIN <= value <= JSON_INT_MAX:
+        raise _TooWide
+    return value
+
+
+def refuse_wide_integers(raw: bytes) -> None:
+    """400 when a JSON body holds an integer beyond 64 bits anywhere (``input``, ``output``,
+    a checkpoint's ``state``, a resume ``value``…): it would be kept as a rounded float.
+
+    A cheap scan for long digit runs first; only a body that has one (in a number or inside
+    a string) is parsed a second time, by a parser that reports integers exactly."""
+    if _WIDE_DIGITS.search(raw) is None:
+        return
+    try:
+        json.loads(raw, parse_int=_exact_int)
+    except _TooWide:
+        raise InvalidArgument(
+            f"JSON integers must be between {JSON_INT_MIN} and {JSON_INT_MAX}; "
+            "send wider numbers as strings"
+        ) from None
+    except RecursionError:
+        raise InvalidArgument("JSON body is nested too deeply") from None
+    except ValueError:  # the fast parser accepted it; nothing more to learn here
+        return
 
 
 def field_errors(error: ValidationError) -> list[dict[str, Any]]:

@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from oris.domain.validation import INT64_MAX, INT64_MIN, MAX_DURATION_MS
+
 
 class Body(BaseModel):
     """Base of every request body."""
@@ -28,6 +30,16 @@ class Body(BaseModel):
         items = value if isinstance(value, list) else [value]
         if any(isinstance(item, str) and "\x00" in item for item in items):
             raise ValueError("must not contain NUL (U+0000) characters")
+        return value
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _int64(cls, value: Any) -> Any:
+        """Every integer field is a 64-bit signed integer at most (the database's and the
+        arithmetic's range); each field's own range, where it has one, is checked as well."""
+        wide = isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX
+        if wide:
+            raise ValueError(f"must be between {INT64_MIN} and {INT64_MAX}")
         return value
 
 
@@ -131,7 +143,7 @@ class ErrorBody(Body):
     message: str | None = None
     type: str | None = None
     retryable: bool | None = None
-    retry_delay_ms: int | None = Field(default=None, ge=0)
+    retry_delay_ms: int | None = Field(default=None, ge=0, le=MAX_DURATION_MS)
 
 
 class InterruptBody(Body):

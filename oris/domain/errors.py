@@ -110,3 +110,8 @@ class MethodNotAllowed(OrisError):
     """The path exists but not with this method (405)."""
 
     code = ErrorCode.METHOD_NOT_ALLOWED
+
+
+class TransientConflict(Unavailable):
+    """The database rolled the transaction back to break a deadlock or a serialization
+    conflict; running it again is safe. Services retry it; 503 if it keeps happening."""

@@ -7,8 +7,11 @@ from enum import StrEnum
 from typing import Any
 
 from oris.domain.errors import InvalidArgument
+from oris.domain.validation import MAX_DURATION_MS, MAX_RETRIES, check_range
 
 DEFAULT_MULTIPLIER = 2.0
+# No retry waits longer than a year, whatever the policy or a worker's ``retry_delay_ms`` says.
+MAX_DELAY_MS = 365 * 24 * 3600 * 1000
 
 
 class RetryStrategy(StrEnum):
@@ -41,18 +44,21 @@ class RetryPolicy:
         """Validate the raw fields in upstream's order and build a policy (400 on bad input)."""
         if backoff_ms <= 0:
             raise InvalidArgument("retry_policy.backoff_ms must be > 0")
+        check_range("retry_policy.backoff_ms", backoff_ms, 1, MAX_DURATION_MS)
         normalized = strategy.strip().lower()
         if normalized not in {s.value for s in RetryStrategy}:
             raise InvalidArgument("retry_policy.strategy must be one of: fixed|exponential")
         if max_backoff_ms is not None:
             if max_backoff_ms <= 0:
                 raise InvalidArgument("retry_policy.max_backoff_ms must be > 0")
+            check_range("retry_policy.max_backoff_ms", max_backoff_ms, 1, MAX_DURATION_MS)
             if max_backoff_ms < backoff_ms:
                 raise InvalidArgument(
                     "retry_policy.max_backoff_ms must be >= retry_policy.backoff_ms"
                 )
         if max_retries < 0:
             raise InvalidArgument("retry_policy.max_retries must be >= 0")
+        check_range("retry_policy.max_retries", max_retries, 0, MAX_RETRIES)
         resolved_multiplier: float | None = None
         if normalized == RetryStrategy.EXPONENTIAL:
             resolved_multiplier = DEFAULT_MULTIPLIER if multiplier is None else float(multiplier)
@@ -86,7 +92,7 @@ class RetryPolicy:
         if self.max_backoff_ms is not None:
             raw = min(raw, float(self.max_backoff_ms))
         # Without a cap, keep the delay representable: one year is a sane ceiling.
-        raw = min(raw, 365 * 24 * 3600 * 1000.0)
+        raw = min(raw, float(MAX_DELAY_MS))
         return max(round(raw), 1)
 
     def to_json(self) -> dict[str, Any]:
@@ -101,11 +107,14 @@ class RetryPolicy:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> RetryPolicy:
-        """Rebuild a stored policy."""
-        return cls.parse(
-            strategy=str(raw["strategy"]),
+        """Rebuild a stored policy. It was validated when it was stored; it is not validated
+        again, so a policy stored under older, looser limits keeps working."""
+        multiplier = raw.get("multiplier")
+        max_backoff = raw.get("max_backoff_ms")
+        return cls(
+            strategy=RetryStrategy(str(raw["strategy"]).strip().lower()),
             backoff_ms=int(raw["backoff_ms"]),
             max_retries=int(raw["max_retries"]),
-            max_backoff_ms=raw.get("max_backoff_ms"),
-            multiplier=raw.get("multiplier"),
+            max_backoff_ms=None if max_backoff is None else int(max_backoff),
+            multiplier=None if multiplier is None else float(multiplier),
         )

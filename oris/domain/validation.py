@@ -14,6 +14,22 @@ MIN_PRIORITY = 0
 MAX_PRIORITY = 100
 MIN_LEASE_TTL_SECONDS = 1
 MAX_LEASE_TTL_SECONDS = 3600
+# Integers the runtime stores or computes with are 64-bit signed (BIGINT on PostgreSQL,
+# SQLite's INTEGER); a request integer outside that range is a 400, whatever the field.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+# Durations in milliseconds (timeouts, backoffs, retry delays): at most 100 years of 365 days,
+# so that ``now + duration`` is far from overflowing and renders as an RFC 3339 date.
+MAX_DURATION_MS = 100 * 365 * 24 * 3600 * 1000
+# Retries of one attempt: the attempt number they advance is a 32-bit column.
+MAX_RETRIES = 1_000_000
+
+
+def check_range(field: str, value: int, low: int, high: int) -> int:
+    """An integer within ``low..high`` (400 naming the range otherwise)."""
+    if not low <= value <= high:
+        raise InvalidArgument(f"{field} must be between {low} and {high}")
+    return value
 
 
 def require_id(field: str, value: str | None) -> str:
@@ -70,21 +86,24 @@ def check_lease_ttl(value: int | None, default_seconds: float) -> float:
 
 
 def clamp_limit(value: int | None, *, default: int, maximum: int) -> int:
-    """A list limit: default when absent, 400 below 1, clamped to ``maximum``."""
+    """A list limit: default when absent, 400 below 1 (or beyond 64 bits), clamped to
+    ``maximum``."""
     if value is None:
         return default
     if value < 1:
         raise InvalidArgument("limit must be >= 1")
+    if value > INT64_MAX:
+        raise InvalidArgument(f"limit must be between 1 and {INT64_MAX}")
     return min(value, maximum)
 
 
 def check_offset(value: int | None) -> int:
-    """A list offset: 0 when absent, 400 when negative."""
+    """A list offset: 0 when absent, 400 when negative or beyond 64 bits."""
     if value is None:
         return 0
     if value < 0:
         raise InvalidArgument("offset must be >= 0")
-    return value
+    return check_range("offset", value, 0, INT64_MAX)
 
 
 class TimeoutStatus(StrEnum):
@@ -106,6 +125,7 @@ class TimeoutPolicy:
         """Validate with upstream's messages."""
         if timeout_ms <= 0:
             raise InvalidArgument("timeout_policy.timeout_ms must be > 0")
+        check_range("timeout_policy.timeout_ms", timeout_ms, 1, MAX_DURATION_MS)
         status = on_timeout_status.strip().lower()
         if status not in {s.value for s in TimeoutStatus}:
             raise InvalidArgument(

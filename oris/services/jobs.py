@@ -42,6 +42,7 @@ from oris.domain.validation import (
 )
 from oris.services import audit, events
 from oris.services.context import RequestContext
+from oris.services.transactions import retried
 from oris.services.views import (
     attempt_trace,
     attempt_view,
@@ -213,6 +214,7 @@ def _refuse_rerun(job: JobRecord) -> None:
         )
 
 
+@retried
 async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[str, Any]:
     """Store a job and its first attempt in one transaction and return at once (``queued``)."""
     valid = validate_run(command, ctx.traceparent)
@@ -699,10 +701,14 @@ async def checkpoint(db: Database, thread_id: str, checkpoint_id: str) -> dict[s
     }
 
 
+@retried
 async def cancel(
     db: Database, ctx: RequestContext, thread_id: str, reason: str | None
 ) -> dict[str, Any]:
-    """Persist a cancel: live attempt cancelled, its lease revoked, pending interrupts closed."""
+    """Persist a cancel: live attempt cancelled, its lease revoked, pending interrupts closed.
+
+    Locks in the runtime's order: the job's row, then (by the writes) the attempt's, the
+    lease's and the interrupts'; the audit row last."""
     now = now_ms()
     async with db.write() as conn:
         job = await _require_job(conn, thread_id, lock=True)

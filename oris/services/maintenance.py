@@ -27,6 +27,7 @@ from oris.domain.states import (
 from oris.services import events, retention
 from oris.services.runtime import Runtime
 from oris.services.scheduler import fail_attempt
+from oris.services.transactions import retried
 from oris.store import dispatch as dispatch_store
 from oris.store import jobs as job_store
 from oris.store import leases as lease_store
@@ -53,6 +54,7 @@ async def sweep(rt: Runtime) -> SweepResult:
     return SweepResult(expired, timed_out, purged)
 
 
+@retried
 async def _expire_leases(rt: Runtime) -> int:
     grace_ms = int(rt.settings.lease_grace_seconds * 1000)
     async with rt.db.write() as conn:
@@ -111,8 +113,9 @@ async def _requeue(conn: AsyncConnection, lease: LeaseRecord, now: int) -> bool:
     return True
 
 
+@retried
 async def _apply_timeouts(rt: Runtime) -> int:
-    count = 0
+    outcomes: list[str] = []  # counted once committed: a rolled-back pass is run again
     async with rt.db.write() as conn:
         now = now_ms()
         for attempt in await dispatch_store.timed_out(conn, now_ms=now, limit=SWEEP_BATCH):
@@ -151,8 +154,7 @@ async def _apply_timeouts(rt: Runtime) -> int:
                         "updated_at_ms": now,
                     },
                 )
-                rt.metrics.timed_out("cancelled")
-                rt.metrics.terminal("cancelled")
+                outcomes.append("cancelled")
             else:
                 _, outcome = await fail_attempt(
                     conn,
@@ -163,13 +165,18 @@ async def _apply_timeouts(rt: Runtime) -> int:
                     now=now,
                     reason=DeadLetterReason.EXECUTION_TIMEOUT,
                 )
-                rt.metrics.timed_out("failed")
-                if outcome == "failed":
-                    rt.metrics.terminal("failed")
-                else:
-                    rt.metrics.retry_scheduled()
-            count += 1
-    return count
+                outcomes.append("failed" if outcome == "failed" else "retry")
+    for outcome in outcomes:
+        if outcome == "cancelled":
+            rt.metrics.timed_out("cancelled")
+            rt.metrics.terminal("cancelled")
+            continue
+        rt.metrics.timed_out("failed")
+        if outcome == "failed":
+            rt.metrics.terminal("failed")
+        else:
+            rt.metrics.retry_scheduled()
+    return len(outcomes)
 
 
 class MaintenanceLoop:

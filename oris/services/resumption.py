@@ -34,6 +34,7 @@ from oris.services.context import RequestContext
 from oris.services.incidents import check_freeze
 from oris.services.jobs import attempt_values, cancel_job_in
 from oris.services.runtime import Runtime
+from oris.services.transactions import retried
 from oris.services.views import attempt_trace, dead_letter_view, interrupt_view, trace_view
 from oris.store import dead_letters as dlq_store
 from oris.store import interrupts as interrupt_store
@@ -143,6 +144,7 @@ async def _follow_up_trace(conn: AsyncConnection, job: JobRecord) -> TraceContex
     return None if trace is None else trace.child()
 
 
+@retried
 async def resume_interrupt(
     db: Database,
     ctx: RequestContext,
@@ -155,12 +157,21 @@ async def resume_interrupt(
     require_id("interrupt_id", interrupt_id)
     payload_hash = _hash(value)
     async with db.write() as conn:
-        interrupt = await interrupt_store.get(conn, interrupt_id, lock=True)
-        if interrupt is None:
-            raise NotFound("interrupt not found", {"interrupt_id": interrupt_id})
+        interrupt = await _lock_interrupt_and_job(conn, interrupt_id)
         response = await _resume(conn, ctx, interrupt, value, payload_hash, action=action)
         await db.work.signal(conn)
         return response
+
+
+async def _lock_interrupt_and_job(conn: AsyncConnection, interrupt_id: str) -> InterruptRecord:
+    """The interrupt, locked after its job's row (the lock order: the job first)."""
+    found = await interrupt_store.get(conn, interrupt_id)
+    if found is None:
+        raise NotFound("interrupt not found", {"interrupt_id": interrupt_id})
+    await job_store.get_job(conn, found.thread_id, lock=True)
+    locked = await interrupt_store.get(conn, interrupt_id, lock=True)
+    assert locked is not None  # interrupts are never deleted
+    return locked
 
 
 async def _resume(
@@ -253,6 +264,7 @@ async def _resume(
     return response
 
 
+@retried
 async def resume_job(
     db: Database, ctx: RequestContext, thread_id: str, value: Any
 ) -> dict[str, Any]:
@@ -282,15 +294,14 @@ async def _latest_resumed(conn: AsyncConnection, thread_id: str) -> InterruptRec
     return rows[0] if rows else None
 
 
+@retried
 async def reject_interrupt(
     db: Database, ctx: RequestContext, interrupt_id: str, reason: str | None
 ) -> dict[str, Any]:
     """Reject a pending interrupt: the job is cancelled and the caller's reason kept."""
     require_id("interrupt_id", interrupt_id)
     async with db.write() as conn:
-        interrupt = await interrupt_store.get(conn, interrupt_id, lock=True)
-        if interrupt is None:
-            raise NotFound("interrupt not found", {"interrupt_id": interrupt_id})
+        interrupt = await _lock_interrupt_and_job(conn, interrupt_id)
         if interrupt.status != InterruptStatus.PENDING:
             raise Conflict(f"interrupt already {interrupt.status}", {"interrupt_id": interrupt_id})
         job = await job_store.get_job(conn, interrupt.thread_id, lock=True)
@@ -318,6 +329,7 @@ async def reject_interrupt(
     }
 
 
+@retried
 async def replay_job(
     rt: Runtime, ctx: RequestContext, thread_id: str, checkpoint_id: str | None
 ) -> dict[str, Any]:
@@ -541,20 +553,22 @@ async def get_dead_letter(db: Database, attempt_id: str) -> dict[str, Any]:
     return dead_letter_view(entry)
 
 
+@retried
 async def replay_dead_letter(db: Database, ctx: RequestContext, attempt_id: str) -> dict[str, Any]:
     """Requeue a dead-lettered attempt with a fresh retry budget; one of many racers wins."""
     if not attempt_id.strip():
         raise InvalidArgument("attempt_id must not be empty")
     async with db.write() as conn:
         now = now_ms()
-        entry = await dlq_store.get(conn, attempt_id, lock=True)
-        if entry is None:
+        if await dlq_store.get(conn, attempt_id) is None:
             raise NotFound(f"dead letter not found for attempt: {attempt_id}")
-        if entry.replay_status != "pending":
-            raise Conflict(f"dead letter already replayed for attempt: {attempt_id}")
-        attempt = await job_store.get_attempt(conn, attempt_id, lock=True)
+        # The lock order: the job's row, then the attempt's, then the entry's.
+        attempt = await job_store.lock_attempt(conn, attempt_id)
         if attempt is None:
             raise NotFound(f"attempt not found: {attempt_id}")
+        entry = await dlq_store.get(conn, attempt_id, lock=True)
+        if entry is None or entry.replay_status != "pending":
+            raise Conflict(f"dead letter already replayed for attempt: {attempt_id}")
         job = await _require_live_job(conn, attempt.run_id)
         if job.current_attempt_id != attempt_id or job.status != JobStatus.FAILED:
             raise Conflict(

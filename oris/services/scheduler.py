@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.clock import now_ms, to_rfc3339
 from oris.domain.errors import Conflict, InvalidArgument, NotFound, OrisError
-from oris.domain.retry import RetryPolicy
+from oris.domain.retry import MAX_DELAY_MS, RetryPolicy
 from oris.domain.states import (
     AckOutcome,
     AttemptStatus,
@@ -26,6 +26,7 @@ from oris.domain.validation import TimeoutPolicy, TimeoutStatus, check_lease_ttl
 from oris.services import events
 from oris.services.jobs import parse_retry_policy
 from oris.services.runtime import Runtime
+from oris.services.transactions import retried
 from oris.services.views import attempt_trace, trace_view
 from oris.store import batches as batch_store
 from oris.store import dead_letters as dlq_store
@@ -190,14 +191,22 @@ async def ack_and_poll(
         answers = await _apply_acks(rt, plan.worker_id, acks, sorted_acks)
         return await _poll(rt, plan), answers
     # The common case: the completions and the claim share one transaction (one commit).
+    answer, done = await _complete_and_claim(rt, plan, sorted_acks.batch)
+    sorted_acks.answered(done)
+    return answer, await _answer_rest(rt, plan.worker_id, acks, sorted_acks)
+
+
+@retried
+async def _complete_and_claim(
+    rt: Runtime, plan: _PollPlan, batch: list[tuple[int, AckCommand, str]]
+) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     started = time.perf_counter()
     async with rt.db.write() as conn:
-        done = await _complete_in(conn, rt, plan.worker_id, sorted_acks.batch)
+        done = await _complete_in(conn, rt, plan.worker_id, batch)
         answer, recoveries = await _claim_for(conn, rt, plan)
     _count_completed(rt, done)
     _count_dispatched(rt, started, recoveries)
-    sorted_acks.answered(done)
-    return answer, await _answer_rest(rt, plan.worker_id, acks, sorted_acks)
+    return answer, done
 
 
 async def _poll(rt: Runtime, plan: _PollPlan) -> dict[str, Any]:
@@ -216,6 +225,7 @@ async def _poll(rt: Runtime, plan: _PollPlan) -> dict[str, Any]:
         await rt.db.work.wait(waiter, min(remaining, LONG_POLL_RECHECK_SECONDS))
 
 
+@retried
 async def _poll_once(rt: Runtime, plan: _PollPlan) -> dict[str, Any]:
     """One claim pass in a transaction of its own."""
     started = time.perf_counter()
@@ -573,11 +583,20 @@ async def heartbeat(
         raise InvalidArgument("lease_id must not be empty")
     ttl = check_lease_ttl(lease_ttl_seconds, rt.settings.lease_ttl_seconds)
     rt.metrics.lease_operation()
+    return await _extend_lease(rt, worker_id, lease_id, ttl, settling)
+
+
+@retried
+async def _extend_lease(
+    rt: Runtime, worker_id: str, lease_id: str, ttl: float, settling: bool
+) -> dict[str, Any]:
     async with rt.db.write() as conn:
         now = now_ms()
-        lease = await lease_store.get(conn, lease_id)
-        if lease is None:
+        # The attempt's row, then the lease's (the lock order): both are written below.
+        locked = await lease_store.lock_with_attempt(conn, lease_id)
+        if locked is None:
             raise NotFound("lease not found", {"lease_id": lease_id})
+        lease, attempt = locked
         if lease.worker_id != worker_id:
             rt.metrics.lease_conflict()
             raise Conflict("lease ownership mismatch", {"lease_id": lease_id})
@@ -603,7 +622,6 @@ async def heartbeat(
             raise Conflict(
                 f"lease heartbeat version conflict for lease: {lease_id}", {"lease_id": lease_id}
             )
-        attempt = await _require_attempt(conn, lease.attempt_id, lock=False)
         trace = await _advance_trace(conn, attempt, now)
     return {
         "worker_id": worker_id,
@@ -635,6 +653,7 @@ def _require_text(field: str, value: str | None) -> str:
     return value
 
 
+@retried
 async def report_step(rt: Runtime, worker_id: str, report: StepReport) -> dict[str, Any]:
     """Record a finished step (deduped by token) and, with ``checkpoint``, persist progress."""
     require_id("worker_id", worker_id)
@@ -779,6 +798,7 @@ async def ack(rt: Runtime, worker_id: str, command: AckCommand) -> dict[str, Any
     return await _ack_one(rt, worker_id, command, policy, ack_hash)
 
 
+@retried
 async def _ack_one(
     rt: Runtime,
     worker_id: str,
@@ -790,7 +810,10 @@ async def _ack_one(
     assert command.attempt_id is not None
     async with rt.db.write() as conn:
         now = now_ms()
-        attempt = await _require_attempt(conn, command.attempt_id, lock=True)
+        # The job's row, then the attempt's (the lock order): _apply_ack writes both.
+        attempt = await job_store.lock_attempt(conn, command.attempt_id)
+        if attempt is None:
+            raise NotFound("attempt not found", {"attempt_id": command.attempt_id})
         active = await lease_store.active_for_attempt(conn, attempt.attempt_id)
         if not _owns(active, worker_id, command.lease_id):
             repeated = await _repeated_ack(
@@ -891,6 +914,7 @@ async def _answer_rest(
     return [results[index] for index in range(len(commands))]
 
 
+@retried
 async def _complete_many(
     rt: Runtime, worker_id: str, batch: list[tuple[int, AckCommand, str]]
 ) -> dict[int, dict[str, Any]]:
@@ -1137,7 +1161,7 @@ async def fail_attempt(
             and isinstance(error.get("retry_delay_ms"), int)
             and error["retry_delay_ms"] >= 0
         ):
-            delay = max(int(error["retry_delay_ms"]), 1)
+            delay = min(max(int(error["retry_delay_ms"]), 1), MAX_DELAY_MS)
         due = now + delay
         next_no = max(attempt.attempt_no, 1) + 1
         await job_store.update_attempt(

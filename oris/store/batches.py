@@ -3,8 +3,9 @@
 On PostgreSQL each is one statement whatever the batch size: the rows travel as arrays and
 data-modifying CTEs write every table, so a dispatch or a batch of acks costs one round trip.
 On SQLite (no data-modifying CTEs) each table gets one statement. Callers hold the rows locked
-(the claim's ``FOR UPDATE SKIP LOCKED``, the ack's ``FOR UPDATE``) or the SQLite write lock, so
-the writes need no guards.
+(the claim's ``FOR UPDATE SKIP LOCKED``, the ack's ``FOR UPDATE``, each taking a job's row
+before its attempt's: the lock order of docs/architecture.md) or the SQLite write lock, so the
+writes need no guards and wait for no lock.
 """
 
 from __future__ import annotations
@@ -147,9 +148,11 @@ async def lock_for_completion(
     conn: AsyncConnection, attempt_ids: Sequence[str]
 ) -> tuple[dict[str, AttemptRecord], dict[str, LeaseRecord]]:
     """The attempts a batch of acks may complete and their active leases, by attempt id, row-
-    locked: attempts in id order and waited for (so batches cannot deadlock), leases skipped
-    when another transaction holds them (the expiry sweeper). On PostgreSQL one statement,
-    which returns only attempts that have an active lease: all a completion can use."""
+    locked in the runtime's lock order: on PostgreSQL each attempt's job row, then the attempt
+    (both waited for, in thread then attempt id order, so batches cannot deadlock with each
+    other or with a cancel), then its lease, skipped when another transaction holds it. One
+    statement, which returns only attempts that have an active lease: all a completion can
+    use. (SQLite's single writer needs no row locks.)"""
     if not is_postgres(conn):
         locked = await job_store.get_attempts(conn, attempt_ids, lock=True)
         return locked, await lease_store.lock_active_for_attempts(conn, attempt_ids)
@@ -363,14 +366,18 @@ FROM done AS d
 WHERE l.lease_id = d.lease_id AND l.state = 'active'
 """
 
-# Two locking clauses: the attempts are waited for, the leases skipped when held.
+# PostgreSQL locks each row's tables in the order of the locking clauses: the job and the
+# attempt are waited for, the lease is skipped when held. The statement's later writes (the
+# completion statement's CTEs) then touch only rows this one locked.
 _LOCK_FOR_COMPLETION_POSTGRES = f"""
 SELECT {", ".join(f"a.{c.name}" for c in attempts.c)},
        {", ".join(f"l.{c.name} AS l_{c.name}" for c in leases.c)}
 FROM runtime_attempts AS a
+JOIN runtime_jobs AS j ON j.thread_id = a.run_id
 JOIN runtime_leases AS l ON l.attempt_id = a.attempt_id AND l.state = 'active'
 WHERE a.attempt_id = ANY(CAST(:attempt_ids AS text[]))
-ORDER BY a.attempt_id
+ORDER BY a.run_id, a.attempt_id
+FOR UPDATE OF j
 FOR UPDATE OF a
 FOR UPDATE OF l SKIP LOCKED
 """

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from oris.config import Backend, ServerSettings
-from oris.domain.errors import InvalidArgument, Unavailable
+from oris.domain.errors import InvalidArgument, TransientConflict, Unavailable
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 _WRITE = "oris_write"
@@ -117,6 +117,8 @@ def create_engine(
 
 
 _CHARACTER_NOT_IN_REPERTOIRE = "22021"
+# The database rolled the transaction back so that others can go on: running it again is safe.
+_TRANSIENT = {"40P01": "deadlock", "40001": "serialization failure"}
 _SQLITE_UNREACHABLE = ("unable to open database", "disk i/o error", "readonly database")
 
 
@@ -238,7 +240,13 @@ class Database:
             raise Unavailable(
                 f"database unavailable ({self.target.backend.value}): {type(error).__name__}"
             ) from error
-        if _sqlstate(error) == _CHARACTER_NOT_IN_REPERTOIRE:
+        sqlstate = _sqlstate(error)
+        if sqlstate in _TRANSIENT:
+            raise TransientConflict(
+                f"the database rolled the transaction back ({_TRANSIENT[sqlstate]}); retry",
+                {"reason": _TRANSIENT[sqlstate]},
+            ) from error
+        if sqlstate == _CHARACTER_NOT_IN_REPERTOIRE:
             # A U+0000 in a text parameter that no validation caught (a query filter):
             # PostgreSQL refuses it, and that is the caller's input, not a server fault.
             raise InvalidArgument(

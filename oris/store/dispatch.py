@@ -11,7 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.store.dialect import in_list, is_postgres
 from oris.store.records import AttemptRecord
-from oris.store.tables import ACTIVE_LEASE, DISPATCHABLE_ATTEMPT, RUNNING_ATTEMPT, attempts, leases
+from oris.store.tables import (
+    ACTIVE_LEASE,
+    DISPATCHABLE_ATTEMPT,
+    RUNNING_ATTEMPT,
+    attempts,
+    jobs,
+    leases,
+)
 
 RESERVED_WORKFLOW_PREFIX = "oris."
 
@@ -32,7 +39,9 @@ async def claim_candidates(
     workflows: Collection[str] | None,
     excluded_tenants: Collection[str],
 ) -> list[AttemptRecord]:
-    """Dispatchable attempts in dispatch order, row-locked with SKIP LOCKED on PostgreSQL.
+    """Dispatchable attempts in dispatch order, row-locked with SKIP LOCKED on PostgreSQL:
+    each attempt's job row first, then the attempt (the runtime's lock order), so that the
+    poll, which then writes both, never waits for a lock another transaction holds.
 
     Order: priority (high first), then the time the attempt became available (enqueue time,
     or a retry's due time), then enqueue sequence, so equal-priority work is FIFO (G9).
@@ -50,9 +59,11 @@ async def claim_candidates(
 
 @functools.cache
 def _claim_candidates(postgres: bool, by_workflow: bool, excluding: bool) -> Select[Any]:
+    statement = select(attempts)
+    if postgres:
+        statement = statement.join(jobs, jobs.c.thread_id == attempts.c.run_id)
     statement = (
-        select(attempts)
-        .where(DISPATCHABLE_ATTEMPT, attempts.c.available_at_ms <= bindparam("now"))
+        statement.where(DISPATCHABLE_ATTEMPT, attempts.c.available_at_ms <= bindparam("now"))
         .order_by(attempts.c.priority.desc(), attempts.c.available_at_ms, attempts.c.seq)
         .limit(bindparam("limit"))
     )
@@ -66,7 +77,10 @@ def _claim_candidates(postgres: bool, by_workflow: bool, excluding: bool) -> Sel
                 attempts.c.tenant_id.is_(None), ~in_list(postgres, attempts.c.tenant_id, "excluded")
             )
         )
-    return statement.with_for_update(skip_locked=True) if postgres else statement
+    # ``OF`` lists the tables in lock order: PostgreSQL locks each row's job, then its attempt.
+    return (
+        statement.with_for_update(skip_locked=True, of=[jobs, attempts]) if postgres else statement
+    )
 
 
 async def first_waiting_tenant(
@@ -114,16 +128,17 @@ async def attempts_by_status(conn: AsyncConnection) -> dict[str, int]:
 
 
 async def timed_out(conn: AsyncConnection, *, now_ms: int, limit: int) -> list[AttemptRecord]:
-    """Leased attempts whose execution timeout, counted from the current lease, has elapsed."""
-    statement = (
-        select(attempts)
-        .where(
-            attempts.c.execution_timeout_ms.is_not(None),
-            RUNNING_ATTEMPT,
-            attempts.c.started_at_ms + attempts.c.execution_timeout_ms <= now_ms,
-        )
-        .limit(limit)
-    )
-    if is_postgres(conn):
-        statement = statement.with_for_update(skip_locked=True)
+    """Leased attempts whose execution timeout, counted from the current lease, has elapsed;
+    on PostgreSQL with their job rows, both locked (job first) with SKIP LOCKED."""
+    postgres = is_postgres(conn)
+    statement = select(attempts)
+    if postgres:
+        statement = statement.join(jobs, jobs.c.thread_id == attempts.c.run_id)
+    statement = statement.where(
+        attempts.c.execution_timeout_ms.is_not(None),
+        RUNNING_ATTEMPT,
+        attempts.c.started_at_ms + attempts.c.execution_timeout_ms <= now_ms,
+    ).limit(limit)
+    if postgres:
+        statement = statement.with_for_update(skip_locked=True, of=[jobs, attempts])
     return [AttemptRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]

@@ -262,6 +262,22 @@ async def get_attempt(
     return None if row is None else AttemptRecord.from_row(row)
 
 
+async def lock_attempt(conn: AsyncConnection, attempt_id: str) -> AttemptRecord | None:
+    """One attempt, locked with its job's row: the job first, then the attempt (the lock
+    order of docs/architecture.md), in one statement."""
+    row = (await conn.execute(_LOCK_ATTEMPT, {"attempt_id": attempt_id})).mappings().first()
+    return None if row is None else AttemptRecord.from_row(row)
+
+
+# ``OF`` lists the tables in lock order: PostgreSQL locks the job's row, then the attempt's.
+_LOCK_ATTEMPT = (
+    select(attempts)
+    .join(jobs, jobs.c.thread_id == attempts.c.run_id)
+    .where(attempts.c.attempt_id == bindparam("attempt_id"))
+    .with_for_update(of=[jobs, attempts])
+)
+
+
 async def get_attempts(
     conn: AsyncConnection, attempt_ids: Sequence[str], *, lock: bool = False
 ) -> dict[str, AttemptRecord]:

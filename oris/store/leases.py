@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from oris.domain.states import LeaseState
 from oris.store.dialect import in_list, is_postgres, row_by_key
-from oris.store.records import LeaseRecord, dump_json
-from oris.store.tables import ACTIVE_LEASE, leases
+from oris.store.records import AttemptRecord, LeaseRecord, dump_json
+from oris.store.tables import ACTIVE_LEASE, attempts, jobs, leases
 
 
 async def get(conn: AsyncConnection, lease_id: str, *, lock: bool = False) -> LeaseRecord | None:
@@ -20,6 +20,27 @@ async def get(conn: AsyncConnection, lease_id: str, *, lock: bool = False) -> Le
     statement = row_by_key(leases, "lease_id", lock)
     row = (await conn.execute(statement, {"lease_id": lease_id})).mappings().first()
     return None if row is None else LeaseRecord.from_row(row)
+
+
+async def lock_with_attempt(
+    conn: AsyncConnection, lease_id: str
+) -> tuple[LeaseRecord, AttemptRecord] | None:
+    """A lease and its attempt, both locked: the attempt first, then the lease (the lock
+    order of docs/architecture.md), in one statement."""
+    row = (await conn.execute(_LOCK_WITH_ATTEMPT, {"lease_id": lease_id})).mappings().first()
+    if row is None:
+        return None
+    lease = LeaseRecord.from_row({column.name: row[f"l_{column.name}"] for column in leases.c})
+    return lease, AttemptRecord.from_row(row)
+
+
+# ``OF`` lists the tables in lock order: PostgreSQL locks the attempt's row, then the lease's.
+_LOCK_WITH_ATTEMPT = (
+    select(attempts, *(column.label(f"l_{column.name}") for column in leases.c))
+    .join(leases, leases.c.attempt_id == attempts.c.attempt_id)
+    .where(leases.c.lease_id == bindparam("lease_id"))
+    .with_for_update(of=[attempts, leases])
+)
 
 
 async def active_for_attempt(conn: AsyncConnection, attempt_id: str) -> LeaseRecord | None:
@@ -195,14 +216,23 @@ async def release_many(conn: AsyncConnection, rows: Sequence[dict[str, Any]], no
 async def claim_expired(
     conn: AsyncConnection, *, expired_before_ms: int, limit: int
 ) -> list[LeaseRecord]:
-    """Active leases past their expiry (and grace), locked so only one sweeper takes each."""
+    """Active leases past their expiry (and grace), locked so only one sweeper takes each.
+
+    On PostgreSQL each lease's job and attempt rows are locked with it, in the lock order
+    (job, attempt, lease), all with SKIP LOCKED: the requeue writes all three and so waits
+    for no lock another transaction holds."""
     statement = (
         select(leases)
         .where(ACTIVE_LEASE, leases.c.lease_expires_at_ms < expired_before_ms)
         .order_by(leases.c.lease_expires_at_ms)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
+    if is_postgres(conn):
+        statement = (
+            statement.join(attempts, attempts.c.attempt_id == leases.c.attempt_id)
+            .join(jobs, jobs.c.thread_id == attempts.c.run_id)
+            .with_for_update(skip_locked=True, of=[jobs, attempts, leases])
+        )
     return [LeaseRecord.from_row(row) for row in (await conn.execute(statement)).mappings()]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from oris.client.http import ApiError, OrisClient, ServerUnreachable
+from oris.domain.validation import MAX_DURATION_MS
 from oris.worker.acks import AckBatcher
 from oris.worker.backoff import Backoff
 from oris.worker.context import Context, json_value
@@ -82,7 +83,8 @@ def error_body(error: BaseException) -> dict[str, Any]:
         "retryable": not isinstance(error, PermanentError),
     }
     if isinstance(error, RetryableError) and error.delay_ms is not None:
-        body["retry_delay_ms"] = error.delay_ms
+        # Within the server's range, so the ack is not refused for the hint alone.
+        body["retry_delay_ms"] = min(error.delay_ms, MAX_DURATION_MS)
     return body
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from oris.domain.validation import MAX_DURATION_MS
 from oris.worker import Context, PermanentError, RetryableError, WorkflowError
 from oris.worker.attempt import dedupe_token, error_body
 from oris.worker.backoff import Backoff
@@ -131,6 +132,11 @@ def test_error_body_says_whether_a_retry_may_help() -> None:
     assert unexpected["type"] == "KeyError"
     assert "retry_delay_ms" not in unexpected
     assert error_body(ValueError())["message"] == "ValueError"
+
+
+def test_error_body_keeps_the_delay_hint_within_the_servers_range() -> None:
+    hint = error_body(RetryableError("much later", delay_ms=2**63))["retry_delay_ms"]
+    assert hint == MAX_DURATION_MS
 
 
 def test_dedupe_tokens_are_stable_and_bounded() -> None:

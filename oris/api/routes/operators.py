@@ -24,7 +24,7 @@ from oris.api.models import (
 from oris.domain.clock import to_rfc3339
 from oris.domain.errors import InvalidArgument
 from oris.domain.paging import Cursor, check_cursor, decode_cursor, encode_cursor, fingerprint
-from oris.domain.validation import check_text, clamp_limit
+from oris.domain.validation import INT64_MAX, check_range, check_text, clamp_limit
 from oris.services import audit, bulk, health, incidents, keys, resumption
 from oris.services.audit import AuditFilter
 from oris.services.context import RequestContext
@@ -176,6 +176,9 @@ async def audit_logs(
     cursor: str | None = None,
 ) -> Response:
     """Audit rows, newest first; page with ``next_cursor`` (or upstream's ``before_id``)."""
+    for name, value in (("from_ms", from_ms), ("to_ms", to_ms), ("before_id", before_id)):
+        if value is not None:
+            check_range(name, value, 0, INT64_MAX)
     if from_ms is not None and to_ms is not None and from_ms > to_ms:
         raise InvalidArgument("from_ms must be less than or equal to to_ms")
     resolved = clamp_limit(limit, default=AUDIT_DEFAULT_LIMIT, maximum=AUDIT_MAX_LIMIT)
