@@ -24,8 +24,15 @@ _READ_PREFIXES = (
     "/v1/attempts",
     "/v1/incidents",
     "/v1/workers",
+    "/v1/schedules",
 )
-_OPERATOR_WRITE_PREFIXES = ("/v1/jobs", "/v1/interrupts", "/v1/dlq", "/v1/incidents")
+_OPERATOR_WRITE_PREFIXES = (
+    "/v1/jobs",
+    "/v1/interrupts",
+    "/v1/dlq",
+    "/v1/incidents",
+    "/v1/schedules",
+)
 
 
 def secrets_match(presented: str, expected: str) -> bool:

@@ -59,6 +59,8 @@ class RunJobBody(Body):
     tenant_id: str | None = None
     workflow: str | None = None
     retry_policy: RetryPolicyBody | None = None
+    run_at: str | None = None
+    delay_ms: int | None = None
 
 
 class CancelJobBody(Body):
@@ -194,3 +196,19 @@ class CloseIncidentBody(Body):
     """Close the open incident."""
 
     reason: str | None = None
+
+
+class CreateScheduleBody(Body):
+    """Define a schedule (an extension; see docs/schedules.md)."""
+
+    schedule_id: str
+    workflow: str
+    input: Any = None
+    cron: str | None = None
+    every_seconds: int | None = None
+    timezone: str | None = None
+    tenant_id: str | None = None
+    priority: int | None = None
+    retry_policy: RetryPolicyBody | None = None
+    overlap: str | None = None
+    catch_up: str | None = None

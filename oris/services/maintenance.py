@@ -23,7 +23,7 @@ from oris.domain.states import (
     JobStatus,
     LeaseState,
 )
-from oris.services import events
+from oris.services import events, schedules
 from oris.services.runtime import Runtime
 from oris.services.scheduler import fail_attempt
 from oris.store import dispatch as dispatch_store
@@ -41,13 +41,24 @@ class SweepResult:
 
     leases_expired: int
     attempts_timed_out: int
+    jobs_due: int = 0
+    ticks_queued: int = 0
 
 
 async def sweep(rt: Runtime) -> SweepResult:
     """One maintenance pass; safe to run concurrently in several processes."""
     expired = await _expire_leases(rt)
     timed_out = await _apply_timeouts(rt)
-    return SweepResult(expired, timed_out)
+    due = await _promote_due(rt)
+    ticks = await schedules.tick(rt)
+    return SweepResult(expired, timed_out, due, ticks.counts["queued"])
+
+
+async def _promote_due(rt: Runtime) -> int:
+    """Delayed and sleeping jobs whose time has come show ``queued`` again. Their attempts were
+    dispatchable from that instant on already; this only corrects the job's status."""
+    async with rt.db.write() as conn:
+        return await job_store.promote_due(conn, now_ms=now_ms())
 
 
 async def _expire_leases(rt: Runtime) -> int:

@@ -151,21 +151,52 @@ async def update_job(conn: AsyncConnection, thread_id: str, values: dict[str, An
 
 
 async def list_jobs(
-    conn: AsyncConnection, *, status: str | None, limit: int, offset: int
+    conn: AsyncConnection,
+    *,
+    status: str | None,
+    limit: int,
+    offset: int,
+    schedule_id: str | None = None,
 ) -> list[JobRecord]:
     """Jobs, most recently updated first."""
     statement = select(jobs).order_by(jobs.c.updated_at_ms.desc(), jobs.c.thread_id)
-    if status is not None:
-        statement = statement.where(jobs.c.status == status)
+    statement = statement.where(*_job_filters(status, schedule_id))
     rows = (await conn.execute(statement.limit(limit).offset(offset))).mappings()
     return [JobRecord.from_row(row) for row in rows]
 
 
-async def count_jobs(conn: AsyncConnection, *, status: str | None) -> int:
+async def count_jobs(
+    conn: AsyncConnection, *, status: str | None, schedule_id: str | None = None
+) -> int:
     """How many jobs match the filter."""
     statement = select(func.count()).select_from(jobs)
+    statement = statement.where(*_job_filters(status, schedule_id))
+    return int((await conn.execute(statement)).scalar_one())
+
+
+def _job_filters(status: str | None, schedule_id: str | None) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
     if status is not None:
-        statement = statement.where(jobs.c.status == status)
+        conditions.append(jobs.c.status == status)
+    if schedule_id is not None:
+        conditions.append(jobs.c.schedule_id == schedule_id)
+    return conditions
+
+
+async def promote_due(conn: AsyncConnection, *, now_ms: int) -> int:
+    """Scheduled jobs whose start or wake-up time has come → ``queued`` (guarded: a poll may
+    have leased one meanwhile, and then it stays ``running``)."""
+    result = await conn.execute(
+        update(jobs)
+        .where(jobs.c.status == "scheduled", jobs.c.run_at_ms <= now_ms)
+        .values(status="queued", updated_at_ms=now_ms)
+    )
+    return int(result.rowcount or 0)
+
+
+async def count_scheduled(conn: AsyncConnection) -> int:
+    """Jobs waiting for their start or wake-up time."""
+    statement = select(func.count()).select_from(jobs).where(jobs.c.status == "scheduled")
     return int((await conn.execute(statement)).scalar_one())
 
 

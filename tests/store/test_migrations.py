@@ -33,6 +33,7 @@ async def test_empty_database_upgrades_to_head_and_records_each_revision(
             (2, "incident_freeze"),
             (3, "worker_registry"),
             (4, "audit_chain_head"),
+            (5, "schedules"),
         ]
         assert all(r["applied_at_ms"] > 0 for r in rows)
         again = await upgrade_schema(database)

@@ -45,6 +45,8 @@ async def _run(request: Request, rt: Runtime, ctx: RequestContext, body: RunJobB
         tenant_id=body.tenant_id,
         workflow=body.workflow,
         retry_policy=None if body.retry_policy is None else body.retry_policy.model_dump(),
+        run_at=body.run_at,
+        delay_ms=body.delay_ms,
     )
     return ok(ctx.request_id, await jobs.run(rt.db, ctx, command))
 
@@ -72,10 +74,14 @@ async def list_jobs(
     status: str | None = None,
     limit: Annotated[int | None, Query()] = None,
     offset: Annotated[int | None, Query()] = None,
+    schedule_id: str | None = None,
 ) -> Response:
     """Jobs, most recently updated first."""
     return ok(
-        ctx.request_id, await jobs.list_jobs(rt.db, status=status, limit=limit, offset=offset)
+        ctx.request_id,
+        await jobs.list_jobs(
+            rt.db, status=status, limit=limit, offset=offset, schedule_id=schedule_id
+        ),
     )
 
 
