@@ -151,6 +151,7 @@ class AckBody(Body):
     output: Any = None
     error: ErrorBody | None = None
     interrupt: InterruptBody | None = None
+    wake_at: str | None = None
 
 
 class AckBatchItem(AckBody):

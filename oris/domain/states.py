@@ -19,7 +19,8 @@ class AttemptStatus(StrEnum):
 
 
 class JobStatus(StrEnum):
-    """Status of a job, always derived from its current attempt."""
+    """Status of a job, derived from its current attempt; ``scheduled`` is a queued attempt
+    whose start (or wake-up) time is still ahead."""
 
     QUEUED = "queued"
     RUNNING = "running"
