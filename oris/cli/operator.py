@@ -409,8 +409,15 @@ async def jobs_run(
             show_default="failed",
         ),
     ] = None,
+    run_at: Annotated[
+        str | None,
+        typer.Option("--run-at", help="Start no earlier than this RFC 3339 time (with offset)."),
+    ] = None,
+    delay_ms: Annotated[
+        int | None, typer.Option("--delay-ms", help="Start no earlier than this many ms from now.")
+    ] = None,
 ) -> Any:
-    """Queue a job; it returns at once with status queued."""
+    """Queue a job; it returns at once with status queued (scheduled with a start time)."""
     timeout_policy = None
     if timeout_ms is not None:
         status = on_timeout or TimeoutStatus.FAILED
@@ -426,6 +433,8 @@ async def jobs_run(
         idempotency_key=idempotency_key,
         retry_policy=unbox(retry_policy),
         timeout_policy=timeout_policy,
+        run_at=run_at,
+        delay_ms=delay_ms,
     )
 
 
@@ -435,9 +444,14 @@ async def jobs_list(
     status: Annotated[JobStatus | None, typer.Option("--status", help="Only this status.")] = None,
     limit: LimitOption = None,
     offset: Annotated[int | None, typer.Option("--offset", help="Skip this many rows.")] = None,
+    schedule_id: Annotated[
+        str | None, typer.Option("--schedule-id", help="Only jobs this schedule queued.")
+    ] = None,
 ) -> Any:
     """List jobs, most recently updated first."""
-    return await client.list_jobs(None if status is None else status.value, limit, offset)
+    return await client.list_jobs(
+        None if status is None else status.value, limit, offset, schedule_id=schedule_id
+    )
 
 
 @api_command(jobs_app, "inspect", render=render_job_state)
@@ -859,7 +873,8 @@ def attach_group(app: typer.Typer, name: str, group: typer.Typer) -> None:
 
 def register(app: typer.Typer) -> None:
     """Attach the operator command groups and ``oris smoke`` to the root ``oris`` app."""
-    # Imported here: the smoke module reuses this module's connection options.
+    # Imported here: these modules reuse this module's connection options.
+    from oris.cli.schedules import schedules_app
     from oris.cli.smoke import smoke
 
     for name, group in (
@@ -869,6 +884,7 @@ def register(app: typer.Typer) -> None:
         ("audit", audit_app),
         ("incident", incident_app),
         ("keys", keys_app),
+        ("schedules", schedules_app),
     ):
         attach_group(app, name, group)
     app.command("smoke")(smoke)

@@ -134,12 +134,16 @@ class OrisClient:
         return await self._object("POST", "/v1/jobs/run", json=body, headers=headers or None)
 
     async def list_jobs(
-        self, status: str | None = None, limit: int | None = None, offset: int | None = None
+        self,
+        status: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        *,
+        schedule_id: str | None = None,
     ) -> dict[str, Any]:
         """``GET /v1/jobs``."""
-        return await self._object(
-            "GET", "/v1/jobs", params={"status": status, "limit": limit, "offset": offset}
-        )
+        params = {"status": status, "limit": limit, "offset": offset, "schedule_id": schedule_id}
+        return await self._object("GET", "/v1/jobs", params=params)
 
     async def inspect_job(self, thread_id: str) -> dict[str, Any]:
         """``GET /v1/jobs/{thread_id}``."""
@@ -169,6 +173,36 @@ class OrisClient:
         """``POST /v1/jobs/{thread_id}/replay``."""
         body = {"checkpoint_id": checkpoint_id, **extra} if checkpoint_id else dict(extra)
         return await self._object("POST", f"/v1/jobs/{thread_id}/replay", json=body)
+
+    # Schedules
+    async def create_schedule(
+        self, schedule_id: str, workflow: str, **fields: Any
+    ) -> dict[str, Any]:
+        """``POST /v1/schedules`` (fields left None are omitted)."""
+        body = {
+            "schedule_id": schedule_id,
+            "workflow": workflow,
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        return await self._object("POST", "/v1/schedules", json=body)
+
+    async def list_schedules(
+        self, limit: int | None = None, offset: int | None = None
+    ) -> dict[str, Any]:
+        """``GET /v1/schedules``."""
+        return await self._object("GET", "/v1/schedules", params={"limit": limit, "offset": offset})
+
+    async def get_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """``GET /v1/schedules/{schedule_id}``."""
+        return await self._object("GET", f"/v1/schedules/{schedule_id}")
+
+    async def schedule_action(self, schedule_id: str, action: str) -> dict[str, Any]:
+        """``POST /v1/schedules/{schedule_id}/{pause|resume|trigger}``."""
+        return await self._object("POST", f"/v1/schedules/{schedule_id}/{action}")
+
+    async def delete_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """``DELETE /v1/schedules/{schedule_id}``."""
+        return await self._object("DELETE", f"/v1/schedules/{schedule_id}")
 
     # Interrupts
     async def list_interrupts(
