@@ -25,6 +25,14 @@ def upgrade() -> None:
     op.add_column("runtime_jobs", sa.Column("run_at_ms", sa.BigInteger(), nullable=True))
     op.add_column("runtime_jobs", sa.Column("schedule_id", sa.String(length=128), nullable=True))
     op.create_index(
+        "idx_runtime_jobs_scheduled_run_at",
+        "runtime_jobs",
+        ["run_at_ms"],
+        unique=False,
+        postgresql_where=sa.text("status = 'scheduled'"),
+        sqlite_where=sa.text("status = 'scheduled'"),
+    )
+    op.create_index(
         "idx_runtime_jobs_schedule",
         "runtime_jobs",
         ["schedule_id", "created_at_ms"],

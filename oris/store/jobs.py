@@ -39,6 +39,7 @@ from oris.store.tables import (
     attempts,
     checkpoints,
     idempotency,
+    inline,
     jobs,
     leases,
     timeline_events,
@@ -188,7 +189,7 @@ async def promote_due(conn: AsyncConnection, *, now_ms: int) -> int:
     have leased one meanwhile, and then it stays ``running``)."""
     result = await conn.execute(
         update(jobs)
-        .where(jobs.c.status == "scheduled", jobs.c.run_at_ms <= now_ms)
+        .where(jobs.c.status == inline("scheduled"), jobs.c.run_at_ms <= now_ms)
         .values(status="queued", updated_at_ms=now_ms)
     )
     return int(result.rowcount or 0)
@@ -196,7 +197,7 @@ async def promote_due(conn: AsyncConnection, *, now_ms: int) -> int:
 
 async def count_scheduled(conn: AsyncConnection) -> int:
     """Jobs waiting for their start or wake-up time."""
-    statement = select(func.count()).select_from(jobs).where(jobs.c.status == "scheduled")
+    statement = select(func.count()).select_from(jobs).where(jobs.c.status == inline("scheduled"))
     return int((await conn.execute(statement)).scalar_one())
 
 
