@@ -57,6 +57,9 @@ class ServerSettings(BaseSettings):
     lease_ttl_seconds: Annotated[float, Field(gt=0, le=3600)] = 30.0
     lease_grace_seconds: Annotated[float, Field(ge=0, le=3600)] = 5.0
     maintenance_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    # Schedules are ticked by every maintenance pass; a tick older than this when it is
+    # handled counts as missed (the runtime was down) and follows the schedule's catch_up.
+    schedule_misfire_grace_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0
     max_active_leases_per_worker: Annotated[int, Field(ge=1, le=100_000)] = 8
     max_active_leases_per_tenant: Annotated[int, Field(ge=1, le=100_000)] = 8
     replay_claim_ttl_seconds: Annotated[float, Field(gt=0, le=86_400)] = 60.0

@@ -19,7 +19,7 @@ from oris.api.auth import Authenticator
 from oris.api.deps import audit_spec, authenticated, request_id, runtime_of
 from oris.api.envelope import STATUS_BY_CODE, JsonResponse, error, request_id_from
 from oris.api.ratelimit import FailureLimiter, RateLimiter
-from oris.api.routes import jobs, operators, workers
+from oris.api.routes import jobs, operators, schedules, workers
 from oris.config import ServerSettings
 from oris.domain.errors import ErrorCode, OrisError, RateLimited, Unavailable
 from oris.observability.metrics import RuntimeMetrics
@@ -316,6 +316,7 @@ def create_app(settings: ServerSettings, *, run_maintenance: bool = True) -> Fas
     app.include_router(jobs.router)
     app.include_router(workers.router)
     app.include_router(operators.router)
+    app.include_router(schedules.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz(request: Request) -> Response:

@@ -26,8 +26,15 @@ _READ_PREFIXES = (
     "/v1/incidents",
     "/v1/workers",
     "/v1/metrics",
+    "/v1/schedules",
 )
-_OPERATOR_WRITE_PREFIXES = ("/v1/jobs", "/v1/interrupts", "/v1/dlq", "/v1/incidents")
+_OPERATOR_WRITE_PREFIXES = (
+    "/v1/jobs",
+    "/v1/interrupts",
+    "/v1/dlq",
+    "/v1/incidents",
+    "/v1/schedules",
+)
 # Deleting history is for admins only, although it sits under an operator prefix.
 _ADMIN_ONLY_WRITES = frozenset({"/v1/jobs/purge", "/v1/audit/archive"})
 

@@ -71,6 +71,8 @@ class RunJobBody(Body):
     tenant_id: str | None = None
     workflow: str | None = None
     retry_policy: RetryPolicyBody | None = None
+    run_at: str | None = None
+    delay_ms: int | None = None
 
 
 class CancelJobBody(Body):
@@ -163,6 +165,7 @@ class AckBody(Body):
     output: Any = None
     error: ErrorBody | None = None
     interrupt: InterruptBody | None = None
+    wake_at: str | None = None
 
 
 class AckBatchItem(AckBody):
@@ -269,3 +272,19 @@ class BulkReplayBody(BulkFilterBody):
     """``POST /v1/dlq/replay``."""
 
     override_reason: str | None = None
+
+
+class CreateScheduleBody(Body):
+    """Define a schedule (an extension; see docs/schedules.md)."""
+
+    schedule_id: str
+    workflow: str
+    input: Any = None
+    cron: str | None = None
+    every_seconds: int | None = None
+    timezone: str | None = None
+    tenant_id: str | None = None
+    priority: int | None = None
+    retry_policy: RetryPolicyBody | None = None
+    overlap: str | None = None
+    catch_up: str | None = None

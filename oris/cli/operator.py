@@ -518,8 +518,15 @@ async def jobs_run(
             show_default="failed",
         ),
     ] = None,
+    run_at: Annotated[
+        str | None,
+        typer.Option("--run-at", help="Start no earlier than this RFC 3339 time (with offset)."),
+    ] = None,
+    delay_ms: Annotated[
+        int | None, typer.Option("--delay-ms", help="Start no earlier than this many ms from now.")
+    ] = None,
 ) -> Any:
-    """Queue a job; it returns at once with status queued."""
+    """Queue a job; it returns at once with status queued (scheduled with a start time)."""
     timeout_policy = None
     if timeout_ms is not None:
         status = on_timeout or TimeoutStatus.FAILED
@@ -535,6 +542,8 @@ async def jobs_run(
         idempotency_key=idempotency_key,
         retry_policy=unbox(retry_policy),
         timeout_policy=timeout_policy,
+        run_at=run_at,
+        delay_ms=delay_ms,
     )
 
 
@@ -553,6 +562,9 @@ async def jobs_list(
         typer.Option("--order", help="updated: last change first; created: newest first."),
     ] = None,
     cursor: CursorOption = None,
+    schedule_id: Annotated[
+        str | None, typer.Option("--schedule-id", help="Only jobs this schedule queued.")
+    ] = None,
 ) -> Any:
     """List jobs, most recently updated (or created) first; page with --cursor."""
     return await client.list_jobs(
@@ -565,6 +577,7 @@ async def jobs_list(
         created_before=created_before,
         order=None if order is None else order.value,
         cursor=cursor,
+        schedule_id=schedule_id,
     )
 
 
@@ -1218,7 +1231,8 @@ def attach_group(app: typer.Typer, name: str, group: typer.Typer) -> None:
 
 def register(app: typer.Typer) -> None:
     """Attach the operator command groups and ``oris smoke`` to the root ``oris`` app."""
-    # Imported here: the smoke module reuses this module's connection options.
+    # Imported here: these modules reuse this module's connection options.
+    from oris.cli.schedules import schedules_app
     from oris.cli.smoke import smoke
 
     for name, group in (
@@ -1228,6 +1242,7 @@ def register(app: typer.Typer) -> None:
         ("audit", audit_app),
         ("incident", incident_app),
         ("keys", keys_app),
+        ("schedules", schedules_app),
     ):
         attach_group(app, name, group)
     app.command("smoke")(smoke)

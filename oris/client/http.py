@@ -124,7 +124,7 @@ class OrisClient:
         **filters: Any,
     ) -> dict[str, Any]:
         """``GET /v1/jobs``; ``filters``: ``workflow``, ``tenant_id``, ``created_after``,
-        ``created_before``, ``order``, ``cursor``."""
+        ``created_before``, ``schedule_id``, ``order``, ``cursor``."""
         return await self._object(
             "GET",
             "/v1/jobs",
@@ -174,6 +174,36 @@ class OrisClient:
         """``POST /v1/jobs/{thread_id}/replay``."""
         body = {"checkpoint_id": checkpoint_id, **extra} if checkpoint_id else dict(extra)
         return await self._object("POST", f"/v1/jobs/{thread_id}/replay", json=body)
+
+    # Schedules
+    async def create_schedule(
+        self, schedule_id: str, workflow: str, **fields: Any
+    ) -> dict[str, Any]:
+        """``POST /v1/schedules`` (fields left None are omitted)."""
+        body = {
+            "schedule_id": schedule_id,
+            "workflow": workflow,
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        return await self._object("POST", "/v1/schedules", json=body)
+
+    async def list_schedules(
+        self, limit: int | None = None, offset: int | None = None
+    ) -> dict[str, Any]:
+        """``GET /v1/schedules``."""
+        return await self._object("GET", "/v1/schedules", params={"limit": limit, "offset": offset})
+
+    async def get_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """``GET /v1/schedules/{schedule_id}``."""
+        return await self._object("GET", f"/v1/schedules/{schedule_id}")
+
+    async def schedule_action(self, schedule_id: str, action: str) -> dict[str, Any]:
+        """``POST /v1/schedules/{schedule_id}/{pause|resume|trigger}``."""
+        return await self._object("POST", f"/v1/schedules/{schedule_id}/{action}")
+
+    async def delete_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """``DELETE /v1/schedules/{schedule_id}``."""
+        return await self._object("DELETE", f"/v1/schedules/{schedule_id}")
 
     # Interrupts
     async def list_interrupts(

@@ -19,7 +19,8 @@ class AttemptStatus(StrEnum):
 
 
 class JobStatus(StrEnum):
-    """Status of a job, always derived from its current attempt."""
+    """Status of a job, derived from its current attempt; ``scheduled`` is a queued attempt
+    whose start (or wake-up) time is still ahead."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -28,6 +29,8 @@ class JobStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Waiting for its start time (a delayed run) or its wake-up time (a durable sleep).
+    SCHEDULED = "scheduled"
 
 
 class LeaseState(StrEnum):
@@ -60,6 +63,7 @@ class AckOutcome(StrEnum):
     """What an ack resulted in."""
 
     RETRY_SCHEDULED = "retry_scheduled"
+    SLEEPING = "sleeping"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -92,7 +96,13 @@ LIVE_ATTEMPT_STATUSES: frozenset[AttemptStatus] = frozenset(
     }
 )
 ACTIVE_JOB_STATUSES: frozenset[JobStatus] = frozenset(
-    {JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.RETRY_BACKOFF, JobStatus.INTERRUPTED}
+    {
+        JobStatus.SCHEDULED,
+        JobStatus.QUEUED,
+        JobStatus.RUNNING,
+        JobStatus.RETRY_BACKOFF,
+        JobStatus.INTERRUPTED,
+    }
 )
 FINISHED_JOB_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.COMPLETED, JobStatus.FAILED})
 

@@ -27,6 +27,7 @@ RECOVERY_BUCKETS_MS: tuple[float, ...] = (
     60000,
 )
 PURGED_STATUSES: tuple[str, ...] = ("completed", "cancelled", "failed")
+SCHEDULE_TICK_OUTCOMES = ("queued", "skipped_overlap", "skipped_paused", "missed")
 HTTP_BUCKETS_SECONDS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -200,6 +201,7 @@ class DatabaseGauges:
     unacked_finished_attempts: int = 0
     open_incidents: int = 0
     workers_seen: int = 0
+    scheduled_jobs: int = 0
     table_dead_tuples: dict[str, int] = field(default_factory=dict)
     oldest_transaction_age_seconds: float | None = None
     counts_age_seconds: float = 0.0
@@ -226,6 +228,8 @@ class RuntimeMetrics:
         self.maintenance_lag = Histogram(LATENCY_BUCKETS_MS)
         self.maintenance_runs = 0
         self.purged_jobs = {status: 0 for status in PURGED_STATUSES}
+        self.schedule_tick_counts = dict.fromkeys(SCHEDULE_TICK_OUTCOMES, 0)
+        self.schedule_lag_ms = Histogram(RECOVERY_BUCKETS_MS)
         self.http_requests: dict[tuple[str, str, str], int] = {}
         self.http_latency: dict[tuple[str, str], Histogram] = {}
         self.conflict_window = WindowRatio(rate_window_seconds)
@@ -312,6 +316,16 @@ class RuntimeMetrics:
         with self._lock:
             self.maintenance_runs += 1
             self.maintenance_lag.observe(lag_ms)
+
+    def schedule_ticks(self, outcome: str, count: int = 1) -> None:
+        """Count schedule ticks handled by this process, by what became of them."""
+        with self._lock:
+            self.schedule_tick_counts[outcome] = self.schedule_tick_counts.get(outcome, 0) + count
+
+    def schedule_lag(self, lag_ms: float) -> None:
+        """Record how long after its tick time a schedule's job was queued."""
+        with self._lock:
+            self.schedule_lag_ms.observe(lag_ms)
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count a served request by route template and status class."""
@@ -435,6 +449,19 @@ class RuntimeMetrics:
         )
         out += self.maintenance_lag.lines("oris_runtime_maintenance_lag_ms")
         out += family(
+            "oris_runtime_schedule_ticks_total",
+            "counter",
+            "Schedule ticks handled by this process, by outcome.",
+        )
+        for outcome, count in self.schedule_tick_counts.items():
+            out.append(f'oris_runtime_schedule_ticks_total{{outcome="{outcome}"}} {count}')
+        out += family(
+            "oris_runtime_schedule_lag_ms",
+            "histogram",
+            "Time from a schedule's tick to its job being queued, in milliseconds.",
+        )
+        out += self.schedule_lag_ms.lines("oris_runtime_schedule_lag_ms")
+        out += family(
             "oris_runtime_http_requests_total",
             "counter",
             "HTTP requests by method, route template and status class.",
@@ -477,6 +504,12 @@ class RuntimeMetrics:
             "Age of the queue depth and attempts-by-status counts; 0 when this scrape counted.",
         )
         out.append(f"oris_runtime_counts_age_seconds {gauges.counts_age_seconds:.6f}")
+        out += family(
+            "oris_runtime_scheduled_jobs",
+            "gauge",
+            "Jobs waiting for their start or wake-up time (not counted in the queue depth).",
+        )
+        out.append(f"oris_runtime_scheduled_jobs {gauges.scheduled_jobs}")
         out += family(
             "oris_runtime_interrupts_pending", "gauge", "Interrupts waiting for a human decision."
         )

@@ -21,6 +21,7 @@ from oris.store import dead_letters as dlq_store
 from oris.store import dispatch as dispatch_store
 from oris.store import health as health_store
 from oris.store import incidents as incident_store
+from oris.store import jobs as job_store
 from oris.store import retention as retention_store
 from oris.store import schema
 from oris.store import workers as worker_store
@@ -219,6 +220,7 @@ async def database_gauges(rt: Runtime, counts: GrowingCounts | None = None) -> D
             dead_tuples, oldest = await health_store.postgres_table_health(conn)
             open_incidents = 0 if await incident_store.current(conn) is None else 1
             workers_seen = await worker_store.count_since(conn, now - WORKERS_SEEN_WINDOW_MS)
+            scheduled = await job_store.count_scheduled(conn)
     read = counting.result() if counting is not None else counts
     assert read is not None
     age = 0.0 if counting is not None else time.monotonic() - read.read_at
@@ -242,6 +244,7 @@ async def database_gauges(rt: Runtime, counts: GrowingCounts | None = None) -> D
         unacked_finished_attempts=unacked,
         open_incidents=open_incidents,
         workers_seen=workers_seen,
+        scheduled_jobs=scheduled,
         table_dead_tuples=dead_tuples,
         oldest_transaction_age_seconds=oldest,
         counts_age_seconds=age,

@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from oris.domain.clock import now_ms
+from oris.domain.calendar import start_time
+from oris.domain.clock import now_ms, optional_rfc3339
 from oris.domain.errors import Conflict, InvalidArgument, NotFound
 from oris.domain.paging import (
     Cursor,
@@ -83,6 +84,8 @@ class RunCommand:
     tenant_id: str | None = None
     workflow: str | None = None
     retry_policy: dict[str, Any] | None = None
+    run_at: str | None = None
+    delay_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,22 +101,28 @@ class ValidRun:
     workflow: str
     retry: RetryPolicy | None
     trace: TraceContext
+    # When the run may start (None: now), how the caller said it, and the schedule that ran it.
+    run_at_ms: int | None = None
+    start_request: tuple[str, Any] | None = None
+    schedule_id: str | None = None
 
     def payload_hash(self) -> str:
         """Fingerprint of everything that defines the run (trace context excluded)."""
-        canonical = dump_json(
-            {
-                "thread_id": self.thread_id,
-                "input": self.input,
-                "workflow": self.workflow,
-                "timeout": None
-                if self.timeout is None
-                else [self.timeout.timeout_ms, self.timeout.on_timeout_status.value],
-                "priority": self.priority,
-                "tenant_id": self.tenant_id,
-                "retry": None if self.retry is None else self.retry.to_json(),
-            }
-        )
+        fields: dict[str, Any] = {
+            "thread_id": self.thread_id,
+            "input": self.input,
+            "workflow": self.workflow,
+            "timeout": None
+            if self.timeout is None
+            else [self.timeout.timeout_ms, self.timeout.on_timeout_status.value],
+            "priority": self.priority,
+            "tenant_id": self.tenant_id,
+            "retry": None if self.retry is None else self.retry.to_json(),
+        }
+        if self.start_request is not None:
+            # As the caller said it: a repeated delay_ms names the same run, not a later one.
+            fields["start"] = list(self.start_request)
+        canonical = dump_json(fields)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -130,7 +139,7 @@ def parse_retry_policy(raw: dict[str, Any] | None) -> RetryPolicy | None:
     )
 
 
-def validate_run(command: RunCommand, traceparent: str | None) -> ValidRun:
+def validate_run(command: RunCommand, traceparent: str | None, now: int | None = None) -> ValidRun:
     """Every check of a run, in upstream's order where it has one, before any write (G11)."""
     thread_id = require_id("thread_id", command.thread_id)
     priority = check_priority(command.priority)
@@ -150,9 +159,25 @@ def validate_run(command: RunCommand, traceparent: str | None) -> ValidRun:
     if command.workflow is not None:
         workflow = check_workflow(require_id("workflow", command.workflow))
     retry = parse_retry_policy(command.retry_policy)
+    run_at_ms = start_time(command.run_at, command.delay_ms, now_ms() if now is None else now)
+    start_request: tuple[str, Any] | None = None
+    if command.run_at is not None:
+        start_request = ("run_at", command.run_at.strip())
+    elif command.delay_ms is not None:
+        start_request = ("delay_ms", command.delay_ms)
     trace = TraceContext.start(traceparent)
     return ValidRun(
-        thread_id, command.input, key, timeout, priority, tenant_id, workflow, retry, trace
+        thread_id,
+        command.input,
+        key,
+        timeout,
+        priority,
+        tenant_id,
+        workflow,
+        retry,
+        trace,
+        run_at_ms=run_at_ms,
+        start_request=start_request,
     )
 
 
@@ -173,8 +198,10 @@ def attempt_values(
     resume_value: Any,
     has_resume_value: bool,
     now: int,
+    available_at: int | None = None,
 ) -> dict[str, Any]:
-    """Column values of a fresh, queued attempt (attempt number 1)."""
+    """Column values of a fresh, queued attempt (attempt number 1), dispatchable from
+    ``available_at`` (default: now)."""
     return {
         "attempt_id": attempt_id,
         "run_id": thread_id,
@@ -185,7 +212,7 @@ def attempt_values(
         "workflow": workflow,
         "priority": priority,
         "tenant_id": tenant_id,
-        "available_at_ms": now,
+        "available_at_ms": now if available_at is None else max(available_at, now),
         "execution_timeout_ms": timeout_ms,
         "timeout_terminal_status": timeout_status,
         "retry_strategy": None if retry is None else retry.strategy.value,
@@ -216,10 +243,11 @@ def _refuse_rerun(job: JobRecord) -> None:
 
 @retried
 async def run(db: Database, ctx: RequestContext, command: RunCommand) -> dict[str, Any]:
-    """Store a job and its first attempt in one transaction and return at once (``queued``)."""
-    valid = validate_run(command, ctx.traceparent)
-    payload_hash = valid.payload_hash()
+    """Store a job and its first attempt in one transaction and return at once (``queued``,
+    or ``scheduled`` when its start time is ahead)."""
     now = now_ms()
+    valid = validate_run(command, ctx.traceparent, now)
+    payload_hash = valid.payload_hash()
     thread_exists = False
     if valid.idempotency_key is None and db.is_postgres:
         answer, thread_exists = await _run_new_thread_in_one_statement(db, ctx, valid, now)
@@ -323,8 +351,10 @@ async def _start_run(
     audit row, and an existing thread answers None with nothing written. ``thread_exists``:
     that statement already found the thread, so do not try again (if retention deletes the
     finished job in between, the caller gets a 409 to retry)."""
+    delayed = valid.run_at_ms is not None and valid.run_at_ms > now
+    status = JobStatus.SCHEDULED if delayed else JobStatus.QUEUED
     job_values: dict[str, Any] = {
-        "status": JobStatus.QUEUED.value,
+        "status": status.value,
         "workflow": valid.workflow,
         "input_json": dump_json(valid.input),
         "tenant_id": valid.tenant_id,
@@ -336,6 +366,8 @@ async def _start_run(
         "error_json": None,
         "cancel_reason": None,
         "updated_at_ms": now,
+        "run_at_ms": valid.run_at_ms if delayed else None,
+        "schedule_id": valid.schedule_id,
     }
     attempt_id = job_store.new_attempt_id(valid.thread_id)
 
@@ -356,6 +388,7 @@ async def _start_run(
             resume_value=None,
             has_resume_value=False,
             now=now,
+            available_at=valid.run_at_ms,
         )
 
     def queued_event(run_no: int, checkpoint_id: str) -> dict[str, Any]:
@@ -364,7 +397,13 @@ async def _start_run(
             "event_type": "job_queued",
             "attempt_id": attempt_id,
             "checkpoint_id": checkpoint_id,
-            "details": {"run_no": run_no, "workflow": valid.workflow, "request_id": ctx.request_id},
+            "details": {
+                "run_no": run_no,
+                "workflow": valid.workflow,
+                "request_id": ctx.request_id,
+                **({"run_at": optional_rfc3339(job_values["run_at_ms"])} if delayed else {}),
+                **({"schedule_id": valid.schedule_id} if valid.schedule_id else {}),
+            },
             "now_ms": now,
         }
 
@@ -425,7 +464,7 @@ async def _start_run(
         await events.record_many(conn, [queued_event(run_no, initial.checkpoint_id)])
     answer: dict[str, Any] = {
         "thread_id": valid.thread_id,
-        "status": JobStatus.QUEUED.value,
+        "status": status.value,
         "interrupts": [],
         "idempotency_key": valid.idempotency_key,
         "idempotent_replay": False,
@@ -433,7 +472,10 @@ async def _start_run(
         "attempt_id": attempt_id,
         "run_no": run_no,
         "workflow": valid.workflow,
+        "run_at": optional_rfc3339(valid.run_at_ms if delayed else None),
     }
+    if valid.schedule_id is not None:
+        answer["schedule_id"] = valid.schedule_id
     return answer, created
 
 
@@ -457,6 +499,7 @@ class JobQuery:
     created_after: str | int | None = None
     created_before: str | int | None = None
     thread_ids: list[str] | None = None
+    schedule_id: str | None = None
 
     def validated(self, *, statuses: set[str] | None = None) -> JobFilter:
         """The store filter; 400 on any malformed field."""
@@ -476,6 +519,7 @@ class JobQuery:
             created_after_ms=after,
             created_before_ms=before,
             thread_ids=thread_ids,
+            schedule_id=optional_id("schedule_id", self.schedule_id),
         )
 
 
@@ -487,6 +531,7 @@ def _job_fingerprint(where: JobFilter) -> str:
             "tenant_id": where.tenant_id,
             "created_after": where.created_after_ms,
             "created_before": where.created_before_ms,
+            "schedule_id": where.schedule_id,
         }
     )
 
@@ -571,6 +616,8 @@ def _state_view(job: JobRecord, checkpoint_id: str | None, values: Any) -> dict[
         "tenant_id": job.tenant_id,
         "priority": job.priority,
         "updated_at": _updated_at(job),
+        "run_at": optional_rfc3339(job.run_at_ms),
+        "schedule_id": job.schedule_id,
     }
 
 
@@ -766,3 +813,16 @@ async def cancel_job_in(
         details={"reason": reason},
         now_ms=now,
     )
+
+
+async def start_new_in(
+    db: Database, conn: AsyncConnection, ctx: RequestContext, valid: ValidRun, now: int
+) -> dict[str, Any] | None:
+    """Queue the first run of a thread inside the caller's transaction (a schedule's tick);
+    None, with nothing written, when the thread already exists."""
+    if await job_store.get_job(conn, valid.thread_id) is not None:
+        return None
+    response, notified = await _start_run(conn, ctx, valid, now)
+    assert response is not None
+    await db.work.signal(conn, notified=notified)
+    return response

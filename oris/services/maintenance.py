@@ -24,7 +24,7 @@ from oris.domain.states import (
     JobStatus,
     LeaseState,
 )
-from oris.services import events, retention
+from oris.services import events, retention, schedules
 from oris.services.runtime import Runtime
 from oris.services.scheduler import fail_attempt
 from oris.services.transactions import retried
@@ -43,6 +43,8 @@ class SweepResult:
 
     leases_expired: int
     attempts_timed_out: int
+    jobs_due: int = 0
+    ticks_queued: int = 0
     jobs_purged: dict[str, int] = field(default_factory=dict)
 
 
@@ -50,8 +52,17 @@ async def sweep(rt: Runtime) -> SweepResult:
     """One maintenance pass; safe to run concurrently in several processes."""
     expired = await _expire_leases(rt)
     timed_out = await _apply_timeouts(rt)
+    due = await _promote_due(rt)
+    ticks = await schedules.tick(rt)
     purged = await retention.sweep(rt)
-    return SweepResult(expired, timed_out, purged)
+    return SweepResult(expired, timed_out, due, ticks.counts["queued"], purged)
+
+
+async def _promote_due(rt: Runtime) -> int:
+    """Delayed and sleeping jobs whose time has come show ``queued`` again. Their attempts were
+    dispatchable from that instant on already; this only corrects the job's status."""
+    async with rt.db.write() as conn:
+        return await job_store.promote_due(conn, now_ms=now_ms())
 
 
 @retried

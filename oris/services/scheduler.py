@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from oris.domain.calendar import parse_rfc3339
 from oris.domain.clock import now_ms, to_rfc3339
 from oris.domain.errors import Conflict, InvalidArgument, NotFound, OrisError
 from oris.domain.retry import MAX_DELAY_MS, RetryPolicy
@@ -45,7 +46,7 @@ MAX_POLL_WAIT_MS = 30_000
 LONG_POLL_RECHECK_SECONDS = 1.0
 WORKER_SEEN_INTERVAL_SECONDS = 5.0
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
-ACK_STATUSES = (*TERMINAL_STATUSES, "interrupted")
+ACK_STATUSES = (*TERMINAL_STATUSES, "interrupted", "sleeping")
 
 
 @dataclass(frozen=True, slots=True)
@@ -757,6 +758,7 @@ class AckCommand:
     output: Any = None
     error: dict[str, Any] | None = None
     interrupt: dict[str, Any] | None = None
+    wake_at: str | None = None
 
 
 def _check_ack(command: AckCommand) -> tuple[RetryPolicy | None, str]:
@@ -767,15 +769,25 @@ def _check_ack(command: AckCommand) -> tuple[RetryPolicy | None, str]:
     status = command.terminal_status
     if status not in ACK_STATUSES:
         raise InvalidArgument(
-            "terminal_status must be one of: completed|failed|cancelled|interrupted"
+            "terminal_status must be one of: completed|failed|cancelled|interrupted|sleeping"
         )
     if status == "interrupted" and (command.interrupt is None or "value" not in command.interrupt):
         raise InvalidArgument("interrupt.value is required when terminal_status is interrupted")
-    ack_hash = hashlib.sha256(
-        dump_json(
-            [status, command.retry_policy, command.output, command.error, command.interrupt]
-        ).encode()
-    ).hexdigest()
+    hashed: list[Any] = [
+        status,
+        command.retry_policy,
+        command.output,
+        command.error,
+        command.interrupt,
+    ]
+    if status == "sleeping":
+        if command.wake_at is None:
+            raise InvalidArgument("wake_at is required when terminal_status is sleeping")
+        wake = parse_rfc3339("wake_at", command.wake_at)
+        if wake - now_ms() > MAX_DELAY_MS:
+            raise InvalidArgument("wake_at must be at most 365 days ahead")
+        hashed.append(wake)
+    ack_hash = hashlib.sha256(dump_json(hashed).encode()).hexdigest()
     return policy, ack_hash
 
 
@@ -1057,6 +1069,9 @@ async def _apply_ack(
             "status": AckOutcome.INTERRUPTED.value,
             "interrupt_id": interrupt.interrupt_id,
         }, "interrupted"
+    if status == "sleeping":
+        assert command.wake_at is not None
+        return await _sleep(conn, attempt, parse_rfc3339("wake_at", command.wake_at), now, extra)
     if status == "failed":
         return await fail_attempt(
             conn,
@@ -1082,6 +1097,45 @@ async def _apply_ack(
         now_ms=now,
     )
     return {**base, "status": status}, str(status)
+
+
+async def _sleep(
+    conn: AsyncConnection, attempt: AttemptRecord, wake: int, now: int, extra: dict[str, Any]
+) -> tuple[dict[str, Any], str]:
+    """A durable sleep: the attempt is queued again, dispatchable from ``wake`` on (the same
+    column a retry's backoff uses), and resumes from its newest checkpoint. The attempt number
+    stays: a sleep is not a failure and costs no retry."""
+    wake = max(wake, now)
+    await job_store.update_attempt(
+        conn,
+        attempt.attempt_id,
+        {
+            **extra,
+            "status": AttemptStatus.QUEUED.value,
+            "available_at_ms": wake,
+            "started_at_ms": None,
+            "updated_at_ms": now,
+        },
+    )
+    status = JobStatus.SCHEDULED if wake > now else JobStatus.QUEUED
+    await job_store.update_job(
+        conn, attempt.run_id, {"status": status.value, "run_at_ms": wake, "updated_at_ms": now}
+    )
+    await events.record(
+        conn,
+        thread_id=attempt.run_id,
+        event_type="attempt_sleeping",
+        attempt_id=attempt.attempt_id,
+        details={"wake_at": to_rfc3339(wake)},
+        now_ms=now,
+    )
+    return {
+        "attempt_id": attempt.attempt_id,
+        "next_retry_at": None,
+        "next_attempt_no": attempt.attempt_no,
+        "status": AckOutcome.SLEEPING.value,
+        "wake_at": to_rfc3339(wake),
+    }, AckOutcome.SLEEPING.value
 
 
 def _policy_columns(policy: RetryPolicy) -> dict[str, Any]:

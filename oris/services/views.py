@@ -49,6 +49,8 @@ def job_list_item(job: JobRecord) -> dict[str, Any]:
         "tenant_id": job.tenant_id,
         "priority": job.priority,
         "run_no": job.run_no,
+        "run_at": optional_rfc3339(job.run_at_ms),
+        "schedule_id": job.schedule_id,
     }
 
 

@@ -39,6 +39,7 @@ from oris.store.tables import (
     attempts,
     checkpoints,
     idempotency,
+    inline,
     jobs,
     leases,
     timeline_events,
@@ -161,8 +162,7 @@ class JobFilter:
     created_after_ms: int | None = None  # exclusive
     created_before_ms: int | None = None  # exclusive
     thread_ids: tuple[str, ...] | None = None
-    # Schedules (another change) add a ``schedule_id`` column to the jobs table; its filter
-    # belongs here and in :func:`_job_conditions`, backed by an index that leads with it.
+    schedule_id: str | None = None  # jobs one schedule queued (``idx_runtime_jobs_schedule``)
 
 
 class JobOrder:
@@ -189,6 +189,8 @@ def _job_conditions(postgres: bool, where: JobFilter) -> list[ColumnElement[bool
         conditions.append(c.created_at_ms < where.created_before_ms)
     if where.thread_ids is not None:
         conditions.append(in_list(postgres, c.thread_id, "filter_thread_ids"))
+    if where.schedule_id is not None:
+        conditions.append(c.schedule_id == where.schedule_id)
     return conditions
 
 
@@ -241,6 +243,23 @@ async def select_thread_ids(conn: AsyncConnection, *, where: JobFilter, limit: i
     if conditions:
         statement = statement.where(*conditions)
     return [str(row[0]) for row in (await conn.execute(statement, _job_params(where))).all()]
+
+
+async def promote_due(conn: AsyncConnection, *, now_ms: int) -> int:
+    """Scheduled jobs whose start or wake-up time has come → ``queued`` (guarded: a poll may
+    have leased one meanwhile, and then it stays ``running``)."""
+    result = await conn.execute(
+        update(jobs)
+        .where(jobs.c.status == inline("scheduled"), jobs.c.run_at_ms <= now_ms)
+        .values(status="queued", updated_at_ms=now_ms)
+    )
+    return int(result.rowcount or 0)
+
+
+async def count_scheduled(conn: AsyncConnection) -> int:
+    """Jobs waiting for their start or wake-up time."""
+    statement = select(func.count()).select_from(jobs).where(jobs.c.status == inline("scheduled"))
+    return int((await conn.execute(statement)).scalar_one())
 
 
 def new_attempt_id(thread_id: str) -> str:

@@ -40,6 +40,8 @@ class JobRecord:
     cancel_reason: str | None
     created_at_ms: int
     updated_at_ms: int
+    run_at_ms: int | None = None
+    schedule_id: str | None = None
 
     @classmethod
     def from_row(cls, row: RowMapping) -> JobRecord:
@@ -61,6 +63,8 @@ class JobRecord:
             cancel_reason=row["cancel_reason"],
             created_at_ms=row["created_at_ms"],
             updated_at_ms=row["updated_at_ms"],
+            run_at_ms=row.get("run_at_ms"),
+            schedule_id=row.get("schedule_id"),
         )
 
 
@@ -303,4 +307,52 @@ class DeadLetterRecord:
             last_replayed_at_ms=row["last_replayed_at_ms"],
             workflow=row["workflow"],
             tenant_id=row["tenant_id"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """A row of ``runtime_schedules``."""
+
+    schedule_id: str
+    workflow: str
+    input: Any
+    cron: str | None
+    every_seconds: int | None
+    timezone: str
+    tenant_id: str | None
+    priority: int
+    retry_policy: dict[str, Any] | None
+    overlap: str
+    catch_up: str
+    definition_hash: str
+    status: str
+    next_run_at_ms: int
+    last_run_at_ms: int | None
+    last_thread_id: str | None
+    created_at_ms: int
+    updated_at_ms: int
+
+    @classmethod
+    def from_row(cls, row: RowMapping) -> ScheduleRecord:
+        """Build from a selected row."""
+        return cls(
+            schedule_id=row["schedule_id"],
+            workflow=row["workflow"],
+            input=load_json(row["input_json"]),
+            cron=row["cron"],
+            every_seconds=row["every_seconds"],
+            timezone=row["timezone"],
+            tenant_id=row["tenant_id"],
+            priority=row["priority"],
+            retry_policy=load_json(row["retry_policy_json"]),
+            overlap=row["overlap"],
+            catch_up=row["catch_up"],
+            definition_hash=row["definition_hash"],
+            status=row["status"],
+            next_run_at_ms=row["next_run_at_ms"],
+            last_run_at_ms=row["last_run_at_ms"],
+            last_thread_id=row["last_thread_id"],
+            created_at_ms=row["created_at_ms"],
+            updated_at_ms=row["updated_at_ms"],
         )

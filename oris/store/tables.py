@@ -68,6 +68,10 @@ jobs = Table(
     Column("cancel_reason", Text, nullable=True),
     Column("created_at_ms", BigInteger, nullable=False),
     Column("updated_at_ms", BigInteger, nullable=False),
+    # When a delayed start or a durable sleep is due (the current attempt's available_at_ms).
+    Column("run_at_ms", BigInteger, nullable=True),
+    # The schedule whose tick queued the job.
+    Column("schedule_id", String(ID), nullable=True),
 )
 Index("idx_runtime_jobs_updated", jobs.c.updated_at_ms.desc(), jobs.c.thread_id)
 Index("idx_runtime_jobs_status_updated", jobs.c.status, jobs.c.updated_at_ms.desc())
@@ -87,6 +91,20 @@ Index(
     jobs.c.thread_id,
 )
 Index("idx_runtime_jobs_created", jobs.c.created_at_ms.desc(), jobs.c.thread_id)
+# Waiting jobs by due time: maintenance finds the due ones without reading the others.
+Index(
+    "idx_runtime_jobs_scheduled_run_at",
+    jobs.c.run_at_ms,
+    postgresql_where=text("status = 'scheduled'"),
+    sqlite_where=text("status = 'scheduled'"),
+)
+Index(
+    "idx_runtime_jobs_schedule",
+    jobs.c.schedule_id,
+    jobs.c.created_at_ms,
+    postgresql_where=text("schedule_id IS NOT NULL"),
+    sqlite_where=text("schedule_id IS NOT NULL"),
+)
 
 attempts = Table(
     "runtime_attempts",
@@ -406,6 +424,32 @@ workers = Table(
     Column("last_decision", String(32), nullable=True),
 )
 Index("idx_runtime_workers_last_seen", workers.c.last_seen_at_ms.desc())
+
+schedules = Table(
+    "runtime_schedules",
+    metadata,
+    Column("schedule_id", String(ID), primary_key=True),
+    Column("workflow", String(ID), nullable=False),
+    Column("input_json", Text, nullable=False),
+    Column("cron", String(256), nullable=True),
+    Column("every_seconds", BigInteger, nullable=True),
+    Column("timezone", String(64), nullable=False),
+    Column("tenant_id", String(ID), nullable=True),
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("retry_policy_json", Text, nullable=True),
+    Column("overlap", String(16), nullable=False),
+    Column("catch_up", String(16), nullable=False),
+    # Fingerprint of the definition: a repeated create with the same one is idempotent.
+    Column("definition_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    # The next tick not yet handled; replicas advance it with a compare-and-set.
+    Column("next_run_at_ms", BigInteger, nullable=False),
+    Column("last_run_at_ms", BigInteger, nullable=True),
+    Column("last_thread_id", String(ID), nullable=True),
+    Column("created_at_ms", BigInteger, nullable=False),
+    Column("updated_at_ms", BigInteger, nullable=False),
+)
+Index("idx_runtime_schedules_next_run", schedules.c.next_run_at_ms)
 
 
 # The partial-index predicates, as queries must spell them (see ``inline``).

@@ -12,6 +12,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from oris.worker.acks import AckBatcher
 from oris.worker.backoff import Backoff
 from oris.worker.context import Context, json_value
 from oris.worker.dispatch import Dispatch
-from oris.worker.errors import LeaseLost, PermanentError, RetryableError, Suspended
+from oris.worker.errors import LeaseLost, PermanentError, RetryableError, Sleeping, Suspended
 from oris.worker.registry import Registry, WorkflowFunction
 
 log = logging.getLogger("oris.worker")
@@ -71,7 +72,21 @@ class Interrupted:
         }
 
 
-Outcome = Completed | Failed | Interrupted
+@dataclass(frozen=True, slots=True)
+class Slept:
+    """The workflow sleeps until ``wake_at``; the attempt ends and is dispatched again then."""
+
+    wake_at: datetime
+
+    def ack_fields(self) -> dict[str, Any]:
+        """The ``ack`` body fields for this outcome."""
+        return {
+            "terminal_status": "sleeping",
+            "wake_at": self.wake_at.astimezone(UTC).isoformat(timespec="milliseconds"),
+        }
+
+
+Outcome = Completed | Failed | Interrupted | Slept
 
 
 def error_body(error: BaseException) -> dict[str, Any]:
@@ -176,6 +191,8 @@ class Attempt:
             return Completed(json_value(output, "workflow output"))
         except Suspended as suspended:
             return Interrupted(suspended.value, suspended.key)
+        except Sleeping as sleeping:
+            return Slept(sleeping.wake_at)
         except LeaseLost:
             return None
         except Exception as error:

@@ -1,7 +1,8 @@
 """What a workflow sees while it runs: checkpointed steps, interrupts, identity and a logger.
 
 The checkpoint state this module writes is ``{"steps": {name: result, ...}}``. A step's name is
-its key; the answer to the k-th ``interrupt()`` of a run is stored as the step ``interrupt:k``.
+its key; the answer to the k-th ``interrupt()`` of a run is stored as the step ``interrupt:k``,
+and the wake-up time of the k-th ``sleep()`` as the step ``sleep:k``.
 Any other top-level keys found in a checkpoint are kept as they are.
 """
 
@@ -13,13 +14,18 @@ import inspect
 import json
 import logging
 from collections.abc import Callable, MutableMapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from oris.worker.dispatch import Dispatch
-from oris.worker.errors import Suspended, WorkflowError
+from oris.worker.errors import Sleeping, Suspended, WorkflowError
 
 STEPS_KEY = "steps"
 INTERRUPT_PREFIX = "interrupt:"
+SLEEP_PREFIX = "sleep:"
+# Woken this close to its wake-up time by the worker's clock, a sleep is over: the server
+# dispatched it by its own clock, which may run slightly ahead.
+SLEEP_CLOCK_TOLERANCE = timedelta(seconds=1)
 STEP_NAME_MAX_LENGTH = 128
 
 
@@ -59,6 +65,12 @@ def initial_state(raw: Any) -> dict[str, Any]:
     return state
 
 
+def _whole_milliseconds(moment: datetime) -> datetime:
+    """``moment`` rounded up to a millisecond, the precision the checkpoint and server keep."""
+    spare = moment.microsecond % 1000
+    return moment if not spare else moment + timedelta(microseconds=1000 - spare)
+
+
 class Context:
     """The handle a workflow function receives; one per attempt execution."""
 
@@ -76,6 +88,7 @@ class Context:
         self._state = initial_state(dispatch.state)
         self._names_used: set[str] = set()
         self._interrupts_seen = 0
+        self._sleeps_seen = 0
         self._resume_value_used = False
         self._record_lock = asyncio.Lock()
         self.log = WorkflowLogger(
@@ -174,13 +187,40 @@ class Context:
         self.log.info("interrupt opened", extra={"step": key})
         raise Suspended(question, key)
 
+    async def sleep(self, duration: timedelta) -> None:
+        """Sleep durably: the wake-up time is checkpointed, the attempt ends and frees the
+        worker's slot, and the job is ``scheduled`` until then. It then continues right after
+        this call, on any worker, with the steps before it not run again."""
+        if not isinstance(duration, timedelta):
+            raise WorkflowError("sleep() takes a datetime.timedelta")
+        if duration < timedelta(0):
+            raise WorkflowError("sleep() duration must not be negative")
+        self._sleeps_seen += 1
+        key = f"{SLEEP_PREFIX}{self._sleeps_seen}"
+        self._names_used.add(key)
+        steps = self._state[STEPS_KEY]
+        now = datetime.now(UTC)
+        recorded = steps.get(key)
+        if isinstance(recorded, dict) and isinstance(recorded.get("wake_at"), str):
+            wake_at = datetime.fromisoformat(recorded["wake_at"])
+            if wake_at - now <= SLEEP_CLOCK_TOLERANCE:
+                return  # woken up (or never needed to sleep)
+        else:
+            wake_at = _whole_milliseconds(now + duration)
+            await self._record(key, {"wake_at": wake_at.isoformat(timespec="milliseconds")})
+            if duration == timedelta(0):
+                return
+        self.log.info("sleeping", extra={"step": key, "wake_at": wake_at.isoformat()})
+        raise Sleeping(key, wake_at)
+
     def _claim_name(self, name: str) -> None:
         if not isinstance(name, str) or not name.strip():
             raise WorkflowError("step name must be a non-empty string")
         if len(name) > STEP_NAME_MAX_LENGTH:
             raise WorkflowError(f"step name must be {STEP_NAME_MAX_LENGTH} characters or fewer")
-        if name.startswith(INTERRUPT_PREFIX):
-            raise WorkflowError(f"step names starting with {INTERRUPT_PREFIX!r} are reserved")
+        for prefix in (INTERRUPT_PREFIX, SLEEP_PREFIX):
+            if name.startswith(prefix):
+                raise WorkflowError(f"step names starting with {prefix!r} are reserved")
         if name in self._names_used:
             raise WorkflowError(
                 f"step name {name!r} used twice; step names must be unique in a run"

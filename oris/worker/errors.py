@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 
@@ -46,3 +47,15 @@ class Suspended(BaseException):
         super().__init__(key)
         self.value = value
         self.key = key
+
+
+class Sleeping(BaseException):
+    """The workflow sleeps until ``wake_at`` (aware UTC): the attempt ends and frees its slot.
+
+    A ``BaseException`` for the same reason as ``Suspended``.
+    """
+
+    def __init__(self, key: str, wake_at: datetime) -> None:
+        super().__init__(key)
+        self.key = key
+        self.wake_at = wake_at

@@ -156,7 +156,12 @@ async def test_scrape_reports_database_down_without_failing(
     """The database really goes away: PostgreSQL behind a proxy that is cut (every open
     connection dropped, new ones refused); SQLite's file replaced by a directory."""
     proxy: TcpProxy | None = None
-    overrides: dict[str, object] = {"metrics_count_interval_seconds": 0}
+    # No maintenance passes while the file is swapped: on SQLite each one opens connections,
+    # and one opened between the rename and the mkdir would create the file again.
+    overrides: dict[str, object] = {
+        "metrics_count_interval_seconds": 0,
+        "maintenance_interval_seconds": 3600,
+    }
     if backend == "postgres":
         proxy = TcpProxy.for_dsn(require_postgres())
         await proxy.start()

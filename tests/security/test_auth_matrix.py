@@ -62,6 +62,13 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/keys", {"role": "viewer"}),
     ("POST", "/v1/keys/none/disable", None),
     ("POST", "/v1/keys/none/rotate", None),
+    ("POST", "/v1/schedules", {"schedule_id": "s", "workflow": "echo", "every_seconds": 60}),
+    ("GET", "/v1/schedules", None),
+    ("GET", "/v1/schedules/s", None),
+    ("POST", "/v1/schedules/s/pause", None),
+    ("POST", "/v1/schedules/s/resume", None),
+    ("POST", "/v1/schedules/s/trigger", None),
+    ("DELETE", "/v1/schedules/s", None),
 ]
 
 

@@ -37,6 +37,7 @@ async def test_empty_database_upgrades_to_head_and_records_each_revision(
             (5, "retention"),
             (6, "list_filters"),
             (7, "lease_settling"),
+            (8, "schedules"),
         ]
         assert all(r["applied_at_ms"] > 0 for r in rows)
         again = await upgrade_schema(database)

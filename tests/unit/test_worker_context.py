@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from oris.worker.context import Context, initial_state
 from oris.worker.dispatch import Dispatch
-from oris.worker.errors import Suspended, WorkflowError
+from oris.worker.errors import Sleeping, Suspended, WorkflowError
 
 
 class RecordingReporter:
@@ -191,3 +192,41 @@ def test_the_log_adapter_adds_identity_and_keeps_caller_fields(
     assert record.__dict__["thread_id"] == "t"
     assert record.__dict__["worker_id"] == "w-1"
     assert record.__dict__["custom"] == 7
+
+
+async def test_a_sleep_checkpoints_its_wake_up_time_and_ends_the_attempt() -> None:
+    ctx, reporter = make_context({"steps": {"before": 1}})
+    started = datetime.now(UTC)
+    with pytest.raises(Sleeping) as raised:
+        await ctx.sleep(timedelta(minutes=5))
+    assert raised.value.key == "sleep:1"
+    assert raised.value.wake_at - started >= timedelta(minutes=5)
+    name, state = reporter.reports[-1]
+    assert name == "sleep:1"
+    assert datetime.fromisoformat(state["steps"]["sleep:1"]["wake_at"]) == raised.value.wake_at
+    assert state["steps"]["before"] == 1
+
+
+async def test_a_sleep_whose_time_has_come_returns_and_one_not_yet_due_sleeps_on() -> None:
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    ctx, reporter = make_context({"steps": {"sleep:1": {"wake_at": past}}})
+    await ctx.sleep(timedelta(hours=1))  # the recorded time decides, not the new duration
+    assert reporter.reports == []
+    future = datetime.now(UTC) + timedelta(minutes=10)
+    ctx, reporter = make_context({"steps": {"sleep:1": {"wake_at": future.isoformat()}}})
+    with pytest.raises(Sleeping) as raised:
+        await ctx.sleep(timedelta(seconds=1))
+    assert raised.value.wake_at == future
+    assert reporter.reports == []
+
+
+async def test_a_zero_sleep_returns_at_once_and_bad_durations_are_refused() -> None:
+    ctx, reporter = make_context({})
+    await ctx.sleep(timedelta(0))
+    assert [name for name, _ in reporter.reports] == ["sleep:1"]
+    with pytest.raises(WorkflowError):
+        await ctx.sleep(timedelta(seconds=-1))
+    with pytest.raises(WorkflowError):
+        await ctx.sleep(5)  # type: ignore[arg-type]
+    with pytest.raises(WorkflowError):
+        await ctx.step("sleep:9", lambda: 1)

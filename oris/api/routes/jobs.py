@@ -47,6 +47,8 @@ async def _run(request: Request, rt: Runtime, ctx: RequestContext, body: RunJobB
         tenant_id=body.tenant_id,
         workflow=body.workflow,
         retry_policy=None if body.retry_policy is None else body.retry_policy.model_dump(),
+        run_at=body.run_at,
+        delay_ms=body.delay_ms,
     )
     return ok(ctx.request_id, await jobs.run(rt.db, ctx, command))
 
@@ -96,6 +98,7 @@ async def list_jobs(
     created_before: str | None = None,
     order: str | None = None,
     cursor: str | None = None,
+    schedule_id: str | None = None,
 ) -> Response:
     """Jobs, most recently updated (or, with ``order=created``, created) first; page with
     ``offset`` or with the ``next_cursor`` of the previous page."""
@@ -104,6 +107,7 @@ async def list_jobs(
         tenant_id=tenant_id,
         created_after=created_after,
         created_before=created_before,
+        schedule_id=schedule_id,
     )
     data = await jobs.list_jobs(
         rt.db, status=status, limit=limit, offset=offset, query=query, order=order, cursor=cursor

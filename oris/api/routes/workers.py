@@ -187,4 +187,5 @@ def _ack_command(body: AckBody) -> scheduler.AckCommand:
         output=body.output,
         error=None if body.error is None else body.error.model_dump(exclude_none=True),
         interrupt=None if body.interrupt is None else body.interrupt.model_dump(),
+        wake_at=body.wake_at,
     )
