@@ -418,7 +418,10 @@ async def test_a_maintenance_pass_with_schedules_and_waiting_jobs_uses_indexes(
     mine = [
         (sql, params)
         for sql, params in statements
-        if "runtime_schedules" in sql or "'scheduled'" in sql or "runtime_jobs" in sql
+        if ("runtime_schedules" in sql or "'scheduled'" in sql or "runtime_jobs" in sql)
+        # The lease-expiry sweep also locks job rows now (the row lock order), but it reads
+        # the lease table, which this test leaves empty; its plans are guarded above.
+        and "runtime_leases" not in sql
     ]
     offenders, checked = await plan_offenders(backend, rt, mine)
     assert checked >= 4, f"only {checked} statements captured"
