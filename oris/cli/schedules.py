@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -17,7 +17,6 @@ from oris.cli.operator import (
     unbox,
 )
 from oris.cli.output import Column, render_fields, render_table
-from oris.client.http import OrisClient
 
 schedules_app = typer.Typer(help="Recurring runs of a workflow.", no_args_is_help=True)
 ScheduleIdArgument = Annotated[str, typer.Argument(help="The schedule's id.", show_default=False)]
@@ -50,6 +49,9 @@ SCHEDULE_FIELDS = (
     "created_at",
     "updated_at",
 )
+
+if TYPE_CHECKING:
+    from oris.client.http import OrisClient
 
 
 class OverlapChoice(StrEnum):

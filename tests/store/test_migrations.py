@@ -34,10 +34,10 @@ async def test_empty_database_upgrades_to_head_and_records_each_revision(
             (2, "incident_freeze"),
             (3, "worker_registry"),
             (4, "audit_chain_head"),
-            (5, "retention"),
-            (6, "list_filters"),
-            (7, "lease_settling"),
-            (8, "schedules"),
+            (5, "list_filters"),
+            (6, "lease_settling"),
+            (7, "schedules"),
+            (8, "retention"),
         ]
         assert all(r["applied_at_ms"] > 0 for r in rows)
         again = await upgrade_schema(database)

@@ -1,7 +1,7 @@
 """list filters
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0005
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from alembic import op
 
 from oris.store.schema import record_version
 
-revision = "0006"
-down_revision = "0005"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-RUNTIME_VERSION = 6
+RUNTIME_VERSION = 5
 NAME = "list_filters"
 
 # Filtered and keyset-paged job listings (``GET /v1/jobs?workflow=...&cursor=...``) and bulk

@@ -1,7 +1,7 @@
 """lease settling mark
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0006
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from alembic import op
 
 from oris.store.schema import record_version
 
-revision = "0007"
-down_revision = "0006"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-RUNTIME_VERSION = 7
+RUNTIME_VERSION = 6
 NAME = "lease_settling"
 
 

@@ -1,7 +1,7 @@
 """retention: purge by thread, audit archive anchor
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0008
+Revises: 0007
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from alembic import op
 
 from oris.store.schema import record_version
 
-revision = "0005"
-down_revision = "0004"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-RUNTIME_VERSION = 5
+RUNTIME_VERSION = 8
 NAME = "retention"
 
 

@@ -1,7 +1,7 @@
 """schedules and delayed start
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0007
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from alembic import op
 
 from oris.store.schema import record_version
 
-revision = "0008"
-down_revision = "0007"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-RUNTIME_VERSION = 8
+RUNTIME_VERSION = 7
 NAME = "schedules"
 
 
