@@ -242,7 +242,8 @@ class ArchiveAuditBody(Body):
     """Archive the oldest part of the audit chain (admin): a dry run reads the next rows; a
     real run removes them through ``through_audit_id``, named by its ``through_row_hash``."""
 
-    before_ms: int = Field(ge=0)
+    # 9999-12-31T23:59:59.999Z: the latest instant an RFC 3339 answer can show.
+    before_ms: int = Field(ge=0, le=253_402_300_799_999)
     dry_run: bool = False
     limit: int = Field(default=1000, ge=1, le=5000)
     through_audit_id: int | None = Field(default=None, ge=1)
@@ -258,6 +259,7 @@ class BulkFilterBody(Body):
     created_after: str | int | None = None
     created_before: str | int | None = None
     thread_ids: list[str] | None = None
+    schedule_id: str | None = None
     limit: int | None = None
     dry_run: bool = False
 

@@ -16,6 +16,7 @@ from oris.domain.audit_chain import CHAINED_FIELDS, check_segment
 from oris.domain.clock import now_ms, to_rfc3339
 from oris.domain.errors import Conflict, InvalidArgument, OrisError, Unavailable
 from oris.services.context import RequestContext
+from oris.services.transactions import retried
 from oris.store import audit as audit_store
 from oris.store.audit import Anchor, AuditEntry, AuditFilter
 from oris.store.database import Database
@@ -379,6 +380,7 @@ async def archive_preview(db: Database, *, before_ms: int, limit: int) -> dict[s
     }
 
 
+@retried
 async def archive(
     db: Database,
     ctx: RequestContext,

@@ -27,6 +27,7 @@ from oris.store.jobs import JobFilter
 
 CANCELLABLE = {
     JobStatus.QUEUED.value,
+    JobStatus.SCHEDULED.value,
     JobStatus.RUNNING.value,
     JobStatus.RETRY_BACKOFF.value,
     JobStatus.INTERRUPTED.value,

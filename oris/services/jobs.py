@@ -459,7 +459,13 @@ async def _start_run(
         await job_store.update_job(
             conn,
             valid.thread_id,
-            {**job_values, "run_no": run_no, "current_attempt_id": attempt_id},
+            {
+                **job_values,
+                "run_no": run_no,
+                "current_attempt_id": attempt_id,
+                # A rerun of a tick's thread stays listed under its schedule.
+                "schedule_id": valid.schedule_id or existing.schedule_id,
+            },
         )
         await events.record_many(conn, [queued_event(run_no, initial.checkpoint_id)])
     answer: dict[str, Any] = {

@@ -12,7 +12,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,6 +36,7 @@ from oris.store import leases as lease_store
 from oris.store.records import LeaseRecord
 
 log = logging.getLogger("oris.maintenance")
+_T = TypeVar("_T")
 SWEEP_BATCH = 500
 
 
@@ -49,15 +52,36 @@ class SweepResult:
 
 
 async def sweep(rt: Runtime) -> SweepResult:
-    """One maintenance pass; safe to run concurrently in several processes."""
-    expired = await _expire_leases(rt)
-    timed_out = await _apply_timeouts(rt)
-    due = await _promote_due(rt)
-    ticks = await schedules.tick(rt)
-    purged = await retention.sweep(rt)
-    return SweepResult(expired, timed_out, due, ticks.counts["queued"], purged)
+    """One maintenance pass; safe to run concurrently in several processes.
+
+    Each step runs even when an earlier one failed (a failing schedule tick must not stop
+    lease expiry or retention); the first failure is raised once every step has run."""
+    failures: list[BaseException] = []
+
+    async def step(name: str, work: Callable[[Runtime], Awaitable[_T]], empty: _T) -> _T:
+        try:
+            return await work(rt)
+        except Exception as error:  # one step's failure must not starve the others
+            log.warning("maintenance step %s failed: %s", name, error)
+            failures.append(error)
+            return empty
+
+    expired = await step("lease expiry", _expire_leases, 0)
+    timed_out = await step("timeouts", _apply_timeouts, 0)
+    due = await step("due scheduled jobs", _promote_due, 0)
+    ticks = await step("schedule ticks", _tick_count, 0)
+    nothing_purged: dict[str, int] = {}
+    purged = await step("retention", retention.sweep, nothing_purged)
+    if failures:
+        raise failures[0]
+    return SweepResult(expired, timed_out, due, ticks, purged)
 
 
+async def _tick_count(rt: Runtime) -> int:
+    return (await schedules.tick(rt)).counts["queued"]
+
+
+@retried
 async def _promote_due(rt: Runtime) -> int:
     """Delayed and sleeping jobs whose time has come show ``queued`` again. Their attempts were
     dispatchable from that instant on already; this only corrects the job's status."""

@@ -20,6 +20,7 @@ from oris.domain.states import JobStatus
 from oris.services import audit
 from oris.services.context import RequestContext
 from oris.services.runtime import Runtime
+from oris.services.transactions import retried
 from oris.store import retention as retention_store
 
 log = logging.getLogger("oris.retention")
@@ -37,6 +38,7 @@ def retention_seconds(rt: Runtime) -> dict[str, float]:
     }
 
 
+@retried
 async def sweep(rt: Runtime) -> dict[str, int]:
     """One retention pass: at most one batch per status; returns what it deleted."""
     purged: dict[str, int] = {}
@@ -118,6 +120,7 @@ def archive_line(thread_id: str, tables: dict[str, list[dict[str, Any]]]) -> dic
     return {"thread_id": thread_id, "tables": tables}
 
 
+@retried
 async def purge(rt: Runtime, ctx: RequestContext, command: PurgeCommand) -> dict[str, Any]:
     """Purge (or with ``dry_run`` only name) one batch of expired jobs, audited with the
     count. A dry run also answers how many jobs match in all (``matched``)."""

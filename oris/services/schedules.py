@@ -26,6 +26,7 @@ from oris.domain.states import ACTIVE_JOB_STATUSES, JobStatus
 from oris.domain.validation import (
     check_offset,
     check_priority,
+    check_workflow,
     clamp_limit,
     optional_id,
     require_id,
@@ -34,6 +35,7 @@ from oris.services import audit, events
 from oris.services.context import RequestContext
 from oris.services.jobs import RunCommand, parse_retry_policy, start_new_in, validate_run
 from oris.services.runtime import Runtime
+from oris.services.transactions import retried
 from oris.store import jobs as job_store
 from oris.store import schedules as schedule_store
 from oris.store.database import Database, after_commit
@@ -120,7 +122,8 @@ def validate(command: ScheduleCommand) -> ValidSchedule:
     schedule_id = require_id("schedule_id", command.schedule_id)
     if len(schedule_id) > SCHEDULE_ID_MAX_LENGTH:
         raise InvalidArgument(f"schedule_id must be {SCHEDULE_ID_MAX_LENGTH} characters or fewer")
-    workflow = require_id("workflow", command.workflow)
+    # A reserved name would pass here and be refused at every tick: refuse it now.
+    workflow = check_workflow(require_id("workflow", command.workflow))
     calendar = Calendar.parse(command.cron, command.every_seconds, command.timezone)
     policy = parse_retry_policy(command.retry_policy)
     return ValidSchedule(
@@ -349,6 +352,7 @@ class TickReport:
         self.counts[outcome] += count
 
 
+@retried
 async def tick(rt: Runtime) -> TickReport:
     """Handle every due tick of every schedule once; safe to run in several replicas at once."""
     report = TickReport()

@@ -245,12 +245,28 @@ async def select_thread_ids(conn: AsyncConnection, *, where: JobFilter, limit: i
     return [str(row[0]) for row in (await conn.execute(statement, _job_params(where))).all()]
 
 
-async def promote_due(conn: AsyncConnection, *, now_ms: int) -> int:
+async def promote_due(conn: AsyncConnection, *, now_ms: int, limit: int = 1000) -> int:
     """Scheduled jobs whose start or wake-up time has come → ``queued`` (guarded: a poll may
     have leased one meanwhile, and then it stays ``running``)."""
+    # A bounded batch in thread order, skipping rows another transaction holds (the row lock
+    # order: job rows are taken by thread id, and this pass never waits for one).
+    due = (
+        select(jobs.c.thread_id)
+        .where(jobs.c.status == inline("scheduled"), jobs.c.run_at_ms <= now_ms)
+        .order_by(jobs.c.thread_id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    thread_ids = [str(row[0]) for row in (await conn.execute(due)).all()]
+    if not thread_ids:
+        return 0
     result = await conn.execute(
         update(jobs)
-        .where(jobs.c.status == inline("scheduled"), jobs.c.run_at_ms <= now_ms)
+        .where(
+            jobs.c.thread_id.in_(thread_ids),
+            jobs.c.status == inline("scheduled"),
+            jobs.c.run_at_ms <= now_ms,
+        )
         .values(status="queued", updated_at_ms=now_ms)
     )
     return int(result.rowcount or 0)

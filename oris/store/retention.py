@@ -214,8 +214,14 @@ async def delete_jobs(
     if not deleted:
         return []
     params = {"thread_ids": deleted}
+    # The row lock order: the job rows (deleted above), then their attempts in id order,
+    # then the leases and the other attempt-keyed rows, so a late heartbeat (attempt, then
+    # lease) waits for this purge instead of deadlocking with it.
     found = await conn.execute(
-        select(attempts.c.attempt_id).where(in_list(postgres, attempts.c.run_id, "thread_ids")),
+        select(attempts.c.attempt_id)
+        .where(in_list(postgres, attempts.c.run_id, "thread_ids"))
+        .order_by(attempts.c.attempt_id)
+        .with_for_update(),
         params,
     )
     attempt_ids = sorted(str(row[0]) for row in found.all())

@@ -181,7 +181,7 @@ leases = Table(
     # The ack that released the lease, so a repeated ack returns the same answer.
     Column("ack_hash", String(64), nullable=True),
     Column("ack_response_json", Text, nullable=True),
-    # Set by the first heartbeat that says the attempt's outcome is decided (migration 5).
+    # Set by the first heartbeat that says the attempt's outcome is decided (revision 6).
     Column("settling_since_ms", BigInteger, nullable=True),
 )
 # At most one active lease per attempt, enforced by the database on both backends.

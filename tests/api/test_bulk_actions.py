@@ -113,6 +113,31 @@ async def test_bulk_cancel_selects_by_status_time_and_ids(api: httpx.AsyncClient
     assert by_status["count"] == 3
 
 
+async def test_bulk_cancel_takes_scheduled_jobs_and_selects_by_schedule(
+    api: httpx.AsyncClient,
+) -> None:
+    await run(api, "later", delay_ms=3_600_000)
+    await run(api, "now")
+    assert (await ok(api, "GET", "/v1/jobs/later"))["status"] == "scheduled"
+    by_status = await ok(api, "POST", "/v1/jobs/cancel", {"status": "scheduled", "dry_run": True})
+    assert by_status["thread_ids"] == ["later"]
+    await ok(
+        api,
+        "POST",
+        "/v1/schedules",
+        {"schedule_id": "nightly", "workflow": "echo", "every_seconds": 3600},
+    )
+    await ok(api, "POST", "/v1/schedules/nightly/trigger")
+    by_schedule = await ok(
+        api, "POST", "/v1/jobs/cancel", {"schedule_id": "nightly", "dry_run": True}
+    )
+    assert by_schedule["count"] == 1 and by_schedule["thread_ids"][0].startswith("nightly")
+    cancelled = await ok(api, "POST", "/v1/jobs/cancel", {"workflow": "echo"})
+    assert cancelled["count"] == 3
+    statuses = await _statuses(api, ["later", "now", by_schedule["thread_ids"][0]])
+    assert set(statuses.values()) == {"cancelled"}
+
+
 async def test_bulk_cancel_refuses_bad_selections(api: httpx.AsyncClient) -> None:
     await run(api, "keep")
     error = await fails(api, "POST", "/v1/jobs/cancel", 400, {})

@@ -113,6 +113,8 @@ async def test_a_schedule_is_defined_once_and_redefining_it_differently_is_a_con
         ({"every_seconds": 5, "schedule_id": "x" * 97}, None),
         ({"every_seconds": 5, "schedule_id": "has space"}, None),
         ({"every_seconds": 5, "workflow": ""}, "workflow must not be empty"),
+        # Refused at definition, not at every tick (where it would fail each pass for ever).
+        ({"every_seconds": 5, "workflow": "oris.evil"}, None),
     ],
 )
 async def test_bad_schedule_definitions_are_a_400_and_write_nothing(

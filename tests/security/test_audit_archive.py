@@ -95,6 +95,16 @@ async def test_archived_rows_leave_a_chain_that_verifies_and_a_file_that_verifie
     assert (broken.ok, broken.first_bad_audit_id) == (False, victim)
 
 
+async def test_archive_refuses_a_cut_off_past_the_last_representable_instant(
+    api: httpx.AsyncClient,
+) -> None:
+    for before_ms in (253_402_300_800_000, 2**63 - 1):
+        error = await fails(
+            api, "POST", "/v1/audit/archive", 400, {"before_ms": before_ms, "dry_run": True}
+        )
+        assert error["code"] == "invalid_argument"
+
+
 async def test_archive_refuses_what_it_cannot_prove(api: httpx.AsyncClient) -> None:
     for index in range(4):
         await run(api, f"r-{index}")

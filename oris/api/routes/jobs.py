@@ -127,6 +127,7 @@ async def cancel_jobs(
         created_after=body.created_after,
         created_before=body.created_before,
         thread_ids=body.thread_ids,
+        schedule_id=body.schedule_id,
     )
     data = await bulk.cancel_jobs(
         rt.db, ctx, query, limit=body.limit, dry_run=body.dry_run, reason=body.reason
