@@ -113,9 +113,13 @@ class AsyncClient:
         retry_policy: Mapping[str, Any] | None = None,
         timeout_ms: int | None = None,
         on_timeout: str | None = None,
+        run_at: datetime | str | None = None,
+        delay_ms: int | None = None,
     ) -> Queued:
-        """Queue a job; returns at once (status ``queued``). With an ``idempotency_key`` a
-        repeat returns the first answer (``idempotent_replay``) instead of a second job."""
+        """Queue a job; returns at once (status ``queued``, or ``scheduled`` with a future
+        ``run_at`` (an aware datetime or RFC 3339 text) or ``delay_ms``). With an
+        ``idempotency_key`` a repeat returns the first answer (``idempotent_replay``) instead
+        of a second job."""
         timeout_policy = None
         if timeout_ms is not None:
             timeout_policy = {"timeout_ms": timeout_ms, "on_timeout_status": on_timeout or "failed"}
@@ -128,6 +132,8 @@ class AsyncClient:
             idempotency_key=idempotency_key,
             retry_policy=None if retry_policy is None else dict(retry_policy),
             timeout_policy=timeout_policy,
+            run_at=run_at.isoformat() if isinstance(run_at, datetime) else run_at,
+            delay_ms=delay_ms,
         )
         return Queued.from_api(data)
 
@@ -232,6 +238,7 @@ class AsyncClient:
         order: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        schedule_id: str | None = None,
     ) -> JobPage:
         """One page of jobs, most recently updated first (``order="created"``: newest
         first). Pass the page's ``next_cursor`` as ``cursor`` for the next page."""
@@ -245,6 +252,7 @@ class AsyncClient:
             created_before=_bound(created_before),
             order=order,
             cursor=cursor,
+            schedule_id=schedule_id,
         )
         return JobPage.from_api(data)
 
@@ -371,6 +379,8 @@ class Client:
         retry_policy: Mapping[str, Any] | None = None,
         timeout_ms: int | None = None,
         on_timeout: str | None = None,
+        run_at: datetime | str | None = None,
+        delay_ms: int | None = None,
     ) -> Queued:
         """See :meth:`AsyncClient.submit`."""
         return self._call(
@@ -384,6 +394,8 @@ class Client:
                 retry_policy=retry_policy,
                 timeout_ms=timeout_ms,
                 on_timeout=on_timeout,
+                run_at=run_at,
+                delay_ms=delay_ms,
             )
         )
 
@@ -444,6 +456,7 @@ class Client:
         order: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        schedule_id: str | None = None,
     ) -> JobPage:
         """See :meth:`AsyncClient.list`."""
         return self._call(
@@ -456,6 +469,7 @@ class Client:
                 order=order,
                 limit=limit,
                 cursor=cursor,
+                schedule_id=schedule_id,
             )
         )
 

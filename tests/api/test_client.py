@@ -4,6 +4,7 @@ one exception type per error code, and what ``wait`` does with each way a job en
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -83,6 +84,26 @@ async def test_submit_get_list_and_the_typed_errors(
     assert isinstance(stopped.value.error, InvalidArgumentError)
     with pytest.raises(NotFoundError):
         await oris.get("m-3")
+
+
+async def test_submit_later_and_list_by_schedule(
+    client: tuple[AsyncClient, httpx.AsyncClient],
+) -> None:
+    oris, raw = client
+    later = await oris.submit("c-later", delay_ms=3_600_000)
+    assert later.status == "scheduled"
+    at = datetime.now(UTC) + timedelta(hours=2)
+    assert (await oris.submit("c-at", run_at=at)).status == "scheduled"
+    assert (await oris.get("c-at")).status == "scheduled"
+    with pytest.raises(InvalidArgumentError):
+        await oris.submit("c-both", run_at=at, delay_ms=5)
+    created = await raw.post(
+        "/v1/schedules", json={"schedule_id": "hourly", "workflow": "echo", "every_seconds": 3600}
+    )
+    assert created.status_code == 200, created.text
+    assert (await raw.post("/v1/schedules/hourly/trigger")).status_code == 200
+    page = await oris.list(schedule_id="hourly")
+    assert [job.thread_id.startswith("hourly") for job in page.jobs] == [True]
 
 
 async def test_wait_returns_completed_and_raises_on_every_other_end(
