@@ -694,6 +694,18 @@ def summarise(
     return summary
 
 
+def evidence_folder(output_dir: Path, when: time.struct_time) -> Path:
+    """A new bundle folder named by the time: ``triage-YYYYmmddTHHMMSSZ``, with ``-2``, ``-3``…
+    when a bundle of the same second is already there (two triage runs in one second)."""
+    base = f"triage-{time.strftime('%Y%m%dT%H%M%SZ', when)}"
+    folder = output_dir / base
+    suffix = 2
+    while folder.exists():
+        folder = output_dir / f"{base}-{suffix}"
+        suffix += 1
+    return folder
+
+
 def write_evidence(folder: Path, evidence: Evidence, summary: dict[str, Any]) -> None:
     """The evidence folder with a SHA-256 manifest of every file."""
     folder.mkdir(parents=True, exist_ok=False)
@@ -850,7 +862,7 @@ def triage(
         api_key=api_key,
         request_timeout_seconds=request_timeout_seconds,
     )
-    folder = output_dir / f"triage-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    folder = evidence_folder(output_dir, time.gmtime())
     evidence = Evidence()
 
     async def go() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 from oris.cli.triage import (
@@ -121,3 +123,14 @@ def test_secrets_are_masked_and_the_rest_kept() -> None:
     )
     assert mask_dsn("host=db user=u password=pw dbname=x") == "host=db user=u password=*** dbname=x"
     assert mask_dsn("postgresql://u@db/x") == "postgresql://u@db/x"
+
+
+def test_two_bundles_of_the_same_second_get_their_own_folders(tmp_path: Path) -> None:
+    from oris.cli.triage import evidence_folder
+
+    when = time.gmtime(1_800_000_000)
+    first = evidence_folder(tmp_path, when)
+    first.mkdir()
+    second = evidence_folder(tmp_path, when)
+    assert first.name == "triage-20270115T080000Z"
+    assert second.name == "triage-20270115T080000Z-2"
