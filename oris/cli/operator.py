@@ -339,6 +339,25 @@ CreatedBeforeFilter = Annotated[
         rich_help_panel=FILTER_PANEL,
     ),
 ]
+# The DLQ's time filters use the same options, read as the time the entry was dead-lettered.
+DeadAfterFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--created-after",
+        metavar="TIME",
+        help="Only dead-lettered after TIME: RFC 3339 or epoch milliseconds.",
+        rich_help_panel=FILTER_PANEL,
+    ),
+]
+DeadBeforeFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--created-before",
+        metavar="TIME",
+        help="Only dead-lettered before TIME.",
+        rich_help_panel=FILTER_PANEL,
+    ),
+]
 ThreadIdsFilter = Annotated[
     list[str] | None,
     typer.Option(
@@ -789,24 +808,8 @@ async def dlq_list(
     limit: LimitOption = None,
     workflow: WorkflowFilter = None,
     tenant: TenantFilter = None,
-    created_after: Annotated[
-        str | None,
-        typer.Option(
-            "--created-after",
-            metavar="TIME",
-            help="Only dead-lettered after TIME: RFC 3339 or epoch milliseconds.",
-            rich_help_panel=FILTER_PANEL,
-        ),
-    ] = None,
-    created_before: Annotated[
-        str | None,
-        typer.Option(
-            "--created-before",
-            metavar="TIME",
-            help="Only dead-lettered before TIME.",
-            rich_help_panel=FILTER_PANEL,
-        ),
-    ] = None,
+    created_after: DeadAfterFilter = None,
+    created_before: DeadBeforeFilter = None,
     cursor: CursorOption = None,
 ) -> Any:
     """List dead letters, newest first; page with --cursor."""
@@ -849,24 +852,8 @@ async def dlq_replay(
     ] = False,
     workflow: WorkflowFilter = None,
     tenant: TenantFilter = None,
-    created_after: Annotated[
-        str | None,
-        typer.Option(
-            "--created-after",
-            metavar="TIME",
-            help="Only dead-lettered after TIME: RFC 3339 or epoch milliseconds.",
-            rich_help_panel=FILTER_PANEL,
-        ),
-    ] = None,
-    created_before: Annotated[
-        str | None,
-        typer.Option(
-            "--created-before",
-            metavar="TIME",
-            help="Only dead-lettered before TIME.",
-            rich_help_panel=FILTER_PANEL,
-        ),
-    ] = None,
+    created_after: DeadAfterFilter = None,
+    created_before: DeadBeforeFilter = None,
     thread_ids: ThreadIdsFilter = None,
     limit: BulkLimitOption = None,
     dry_run: DryRunOption = False,

@@ -36,6 +36,20 @@ CANCEL_ACTION = "job.cancel_bulk"
 REPLAY_ACTION = "dlq.replay_bulk"
 
 
+def _selection(
+    selected: list[str], resolved: int, dry_run: bool
+) -> tuple[list[str], dict[str, Any]]:
+    """The ids a bulk action will act on (read one past ``resolved`` to know whether more
+    matched) and the head of its answer."""
+    chosen = selected[:resolved]
+    return chosen, {
+        "dry_run": dry_run,
+        "matched": len(chosen),
+        "more": len(selected) > resolved,
+        "limit": resolved,
+    }
+
+
 def bulk_limit(value: int | None) -> int:
     """How many items one bulk request may touch: default 1,000, at most 10,000 (400 above)."""
     if value is None:
@@ -88,19 +102,14 @@ async def cancel_jobs(
     if where == JobFilter():
         raise InvalidArgument(
             "a bulk cancel needs at least one filter "
-            "(workflow, tenant_id, status, created_after, created_before or thread_ids)"
+            "(workflow, tenant_id, status, schedule_id, created_after, created_before or "
+            "thread_ids)"
         )
     selection = where if where.status is not None else replace(where, statuses=tuple(CANCELLABLE))
     async with db.read() as conn:
         selected = await job_store.select_thread_ids(conn, where=selection, limit=resolved + 1)
-    more = len(selected) > resolved
-    selected = selected[:resolved]
-    answer: dict[str, Any] = {
-        "dry_run": dry_run,
-        "matched": len(selected),
-        "more": more,
-        "limit": resolved,
-    }
+    selected, answer = _selection(selected, resolved, dry_run)
+    more = answer["more"]
     if dry_run:
         return {**answer, "count": len(selected), "thread_ids": selected, "failed": []}
     cancelled: list[str] = []
@@ -155,14 +164,8 @@ async def replay_dead_letters(
         if not dry_run:
             override = await check_freeze(conn, ctx, "dlq.replay")
         selected = await dlq_store.select_attempt_ids(conn, where=where, limit=resolved + 1)
-    more = len(selected) > resolved
-    selected = selected[:resolved]
-    answer: dict[str, Any] = {
-        "dry_run": dry_run,
-        "matched": len(selected),
-        "more": more,
-        "limit": resolved,
-    }
+    selected, answer = _selection(selected, resolved, dry_run)
+    more = answer["more"]
     if dry_run:
         return {**answer, "count": len(selected), "attempt_ids": selected, "failed": []}
     replayed: list[str] = []
